@@ -1,0 +1,1 @@
+"""Flower glue: the ClientApp and ServerApp that every runtime runs."""

@@ -1,0 +1,134 @@
+"""fedlearn's Flower ClientApp: unpack a Message, train or evaluate, reply.
+
+What a client reads:
+
+- ``context.run_config`` (flat scalars, see :mod:`fedlearn.app.run_config`):
+  ``dataset.*``, ``model.*``, ``partitioner.*``, ``client.*``, ``num_clients``,
+  ``seed``.
+- ``context.node_config``: Flower's ``partition-id`` / ``num-partitions`` in a
+  simulation; in a deployment any ``dataset.*`` key (e.g. ``dataset.root``)
+  overrides the run's dataset, and without ``partition-id`` the client trains
+  on the whole train split of the data it loads (its own local data).
+  ``device`` overrides ``client.device``.
+- The train message's ConfigRecord ``config``: ``server-round``, ``lr``,
+  ``local-epochs``, ``batch-size``, ``momentum``, ``weight-decay``,
+  ``max-steps`` and strategy keys such as FedProx's ``proximal-mu``.
+
+Replies carry ``arrays`` and ``metrics`` (``train_loss``, ``num-examples``,
+``num-steps`` after training; ``eval_loss``, ``eval_acc``, ``num-examples``
+after evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from fedlearn import training
+from fedlearn.app.run_config import section
+from fedlearn.data import DataSpec, load_dataset
+from fedlearn.data.partition import client_indices, local_split
+from fedlearn.models import build_model
+
+app = ClientApp()
+
+
+@dataclass
+class ClientJob:
+    """A client's data, model and device, built once per process and node."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    spec: DataSpec
+    model: nn.Module
+    device: torch.device
+    seed: int
+    partition_id: int
+
+
+@lru_cache(maxsize=64)
+def _job(run_config_json: str, node_config_json: str) -> ClientJob:
+    run_config = json.loads(run_config_json)
+    node_config = json.loads(node_config_json)
+    dataset = section(run_config, "dataset")
+    dataset.update(section(node_config, "dataset"))
+    data = load_dataset(dataset)
+    client = section(run_config, "client")
+    seed = int(run_config.get("seed", 0))
+    if "partition-id" in node_config:
+        pid = int(node_config["partition-id"])
+        num = int(node_config.get("num-partitions", run_config.get("num_clients", 1)))
+        parts = client_indices(dataset, section(run_config, "partitioner"), num, seed)
+        tr, ev, from_test = local_split(data, parts[pid], float(client.get("eval_fraction", 0.2)))
+        train_x, train_y = data.train_x[tr], data.train_y[tr]
+        src_x, src_y = (data.test_x, data.test_y) if from_test else (data.train_x, data.train_y)
+        eval_x, eval_y = src_x[ev], src_y[ev]
+    else:  # a deployed client with its own data
+        pid = int(node_config.get("node-index", 0))
+        train_x, train_y, eval_x, eval_y = data.train_x, data.train_y, data.test_x, data.test_y
+    device = training.resolve_device(str(node_config.get("device", client.get("device", "auto"))))
+    model = build_model(section(run_config, "model"), data.spec)
+    return ClientJob(train_x, train_y, eval_x, eval_y, data.spec, model, device, seed, pid)
+
+
+def client_job(context: Context) -> ClientJob:
+    """This node's job, cached by its run and node config."""
+    return _job(
+        json.dumps(dict(context.run_config), sort_keys=True),
+        json.dumps(dict(context.node_config), sort_keys=True),
+    )
+
+
+def train_settings(config: ConfigRecord) -> training.TrainSettings:
+    """Local optimisation settings from the train message's ConfigRecord."""
+    max_steps = int(config.get("max-steps", 0))
+    return training.TrainSettings(
+        lr=float(config.get("lr", 0.05)),
+        local_epochs=int(config.get("local-epochs", 1)),
+        batch_size=int(config.get("batch-size", 32)),
+        momentum=float(config.get("momentum", 0.0)),
+        weight_decay=float(config.get("weight-decay", 0.0)),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        max_steps=max_steps if max_steps > 0 else None,
+    )
+
+
+def _load(job: ClientJob, msg: Message) -> None:
+    state = msg.content["arrays"].to_torch_state_dict()
+    job.model.load_state_dict(state, strict=True)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received model on this node's data and send it back."""
+    job = client_job(context)
+    _load(job, msg)
+    config = msg.content["config"]
+    round_ = int(config.get("server-round", 0))
+    # Data order depends only on (seed, round, client): any runtime, any worker.
+    gen = torch.Generator().manual_seed(job.seed * 1_000_003 + round_ * 10_007 + job.partition_id)
+    metrics = training.train(
+        job.model, job.train_x, job.train_y, train_settings(config), job.device, gen
+    )
+    content = RecordDict(
+        {"arrays": ArrayRecord(job.model.state_dict()), "metrics": MetricRecord(metrics)}
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received model on this node's held-out data."""
+    job = client_job(context)
+    _load(job, msg)
+    res = training.evaluate(job.model, job.eval_x, job.eval_y, job.device)
+    metrics = {"eval_loss": res["loss"], "eval_acc": res["accuracy"], "num-examples": res["num-examples"]}
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,76 @@
+"""Datasets: a loader returns central train/test tensors plus what a model needs.
+
+A dataset loader is a plain function named by ``_target_`` in
+``conf/dataset/<name>.yaml``; it returns :class:`FederatedData`. Partitioning
+is separate (:mod:`fedlearn.data.partition`): a partitioner maps train samples
+to clients. Datasets with a natural partition (one Shakespeare role per client)
+set ``train_ids``/``test_ids`` and are split with flwr-datasets'
+``NaturalIdPartitioner``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model must know about the data.
+
+    Attributes
+    ----------
+    input_shape : tuple[int, ...]
+        Shape of one sample: ``(C, H, W)`` for images, ``(seq_len,)`` for text.
+    num_classes : int
+        Number of classes, or vocabulary size for next-token tasks.
+    kind : str
+        ``"image"`` or ``"text"``; models list the kinds they accept.
+    """
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    kind: str
+
+
+@dataclass
+class FederatedData:
+    """Central data of a dataset.
+
+    ``train_ids``/``test_ids`` hold a natural client id per sample (or ``None``
+    when the dataset has no natural partition). For natural partitions client
+    ``k`` trains on the train samples with id ``k`` and evaluates on the test
+    samples with id ``k``; otherwise a client evaluates on a held-out slice of
+    its own partition.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    spec: DataSpec
+    train_ids: np.ndarray | None = None
+    test_ids: np.ndarray | None = None
+
+
+def _key(cfg: dict[str, Any]) -> str:
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(key: str) -> FederatedData:
+    data = instantiate(json.loads(key), _convert_="all")
+    if not isinstance(data, FederatedData):
+        raise TypeError(f"dataset loader must return FederatedData, got {type(data).__name__}")
+    return data
+
+
+def load_dataset(cfg: dict[str, Any]) -> FederatedData:
+    """Load (once per process) the dataset a plain ``{_target_: ..., ...}`` dict names."""
+    return _load_cached(_key(cfg))

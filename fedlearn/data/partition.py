@@ -1,0 +1,118 @@
+"""Map train samples to clients with flwr-datasets' partitioners.
+
+A partitioner YAML names a flwr-datasets partitioner by ``_target_``; the
+number of partitions and the seed are injected here from the experiment, so
+one ``num_clients`` and one ``seed`` drive every partitioner.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from functools import lru_cache
+from typing import Any
+
+import datasets
+import numpy as np
+from hydra.utils import get_class
+
+from fedlearn.data import FederatedData, load_dataset
+
+LABEL = "label"
+NATURAL_ID = "client_id"
+
+
+def _build(cfg: dict[str, Any], num_partitions: int, seed: int) -> Any:
+    cfg = dict(cfg)
+    cls = get_class(cfg.pop("_target_"))
+    params = inspect.signature(cls).parameters
+    if "num_partitions" in params:
+        cfg["num_partitions"] = num_partitions
+    if "seed" in params:
+        cfg["seed"] = seed
+    return cls(**cfg)
+
+
+def partition_indices(
+    data: FederatedData, partitioner: dict[str, Any], num_clients: int, seed: int
+) -> list[np.ndarray]:
+    """Indices of ``data``'s train samples for each of ``num_clients`` clients.
+
+    Raises
+    ------
+    ValueError
+        In one line naming the setting, when the partitioner cannot give every
+        client at least one sample.
+    """
+    name = partitioner["_target_"].rsplit(".", 1)[-1]
+    natural = data.train_ids is not None
+    if natural:
+        ids = np.asarray(data.train_ids)
+        available = len(np.unique(ids))
+        if num_clients > available:
+            raise ValueError(
+                f"num_clients={num_clients} but the dataset has {available} natural clients;"
+                f" allowed: 1..{available}"
+            )
+    # Shuffle once with the seed: IidPartitioner shards contiguously.
+    order = np.random.default_rng(seed).permutation(len(data.train_y))
+    columns = {LABEL: data.train_y.numpy()[order], "idx": order}
+    if natural:
+        columns[NATURAL_ID] = ids[order]
+    table = datasets.Dataset.from_dict(columns)
+    part = _build(partitioner, num_clients, seed)
+    part.dataset = table
+    try:
+        # With NaturalIdPartitioner: one partition per id, the first num_clients kept.
+        out = [np.sort(np.asarray(part.load_partition(k)["idx"])) for k in range(num_clients)]
+    except ValueError as err:  # flwr-datasets' own explanation, on one line
+        raise ValueError(f"partitioner={name} with num_clients={num_clients}: {err}") from None
+    for k, idx in enumerate(out):
+        if len(idx) < 2:
+            raise ValueError(
+                f"partitioner={name} leaves client {k} with {len(idx)} sample(s) of"
+                f" {len(order)} (num_clients={num_clients}); each client needs at least 2:"
+                " use fewer clients or a larger alpha / more shards"
+            )
+    return out
+
+
+@lru_cache(maxsize=4)
+def _cached(key: str) -> list[np.ndarray]:
+    spec = json.loads(key)
+    data = load_dataset(spec["dataset"])
+    return partition_indices(data, spec["partitioner"], spec["num_clients"], spec["seed"])
+
+
+def client_indices(
+    dataset: dict[str, Any], partitioner: dict[str, Any], num_clients: int, seed: int
+) -> list[np.ndarray]:
+    """All clients' train indices, computed once per process and config."""
+    key = json.dumps(
+        {"dataset": dataset, "partitioner": partitioner, "num_clients": num_clients, "seed": seed},
+        sort_keys=True,
+        default=str,
+    )
+    return _cached(key)
+
+
+def local_split(
+    data: FederatedData, train_idx: np.ndarray, eval_fraction: float
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A client's (train, eval) indices and where its eval indices point.
+
+    Natural datasets evaluate each client on its own test samples (returned as
+    indices into ``data.test_*``);
+    others hold out the last ``eval_fraction`` of the client's partition.
+
+    Returns
+    -------
+    (train_idx, eval_idx, eval_from_test)
+        ``eval_from_test`` is True when ``eval_idx`` indexes the test tensors.
+    """
+    if data.train_ids is not None and data.test_ids is not None:
+        natural_id = data.train_ids[train_idx[0]]
+        return train_idx, np.flatnonzero(np.asarray(data.test_ids) == natural_id), True
+    n_eval = int(len(train_idx) * eval_fraction)
+    n_eval = min(max(n_eval, 1 if eval_fraction > 0 else 0), len(train_idx) - 1)
+    return train_idx[: len(train_idx) - n_eval], train_idx[len(train_idx) - n_eval :], False

@@ -1,0 +1,130 @@
+"""Local training and evaluation: plain PyTorch, no Flower.
+
+Whatever a strategy needs from a client is implemented here and switched on by
+a :class:`TrainSettings` field that the ClientApp fills from documented
+ConfigRecord keys (FedProx's ``proximal-mu`` -> ``proximal_mu``, ...).
+Batches are drawn by indexing in-memory tensors: a DataLoader's per-batch
+overhead is a visible share of a small model's step on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class TrainSettings:
+    """One client's local optimisation for one round.
+
+    Attributes
+    ----------
+    lr, momentum, weight_decay : float
+        Local SGD settings.
+    local_epochs : int
+        Passes over the local data.
+    batch_size : int
+        Mini-batch size.
+    proximal_mu : float
+        FedProx proximal coefficient (0 disables the term).
+    max_steps : int or None
+        Stop after this many steps (None: run all epochs).
+    """
+
+    lr: float = 0.05
+    local_epochs: int = 1
+    batch_size: int = 32
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+    max_steps: int | None = None
+
+
+# A hook that adds to the loss (FedDyn's linear term, ...) or edits gradients
+# before the step (SCAFFOLD's control-variate correction). Both see the model.
+LossHook = Callable[[nn.Module], torch.Tensor]
+GradHook = Callable[[nn.Module], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device} but CUDA is not available here; use auto or cpu")
+    return dev
+
+
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainSettings,
+    device: torch.device,
+    generator: torch.Generator,
+    loss_hooks: tuple[LossHook, ...] = (),
+    grad_hooks: tuple[GradHook, ...] = (),
+) -> dict[str, float]:
+    """Train ``model`` in place on ``(x, y)``.
+
+    Returns
+    -------
+    dict
+        ``train_loss`` (mean over steps), ``num-examples`` and ``num-steps``.
+    """
+    model.to(device).train()
+    opt = torch.optim.SGD(
+        model.parameters(), lr=settings.lr, momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    global_params = None
+    if settings.proximal_mu > 0:
+        global_params = [p.detach().clone() for p in model.parameters()]
+    n = len(y)
+    steps, total = 0, 0.0
+    for _ in range(settings.local_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, settings.batch_size):
+            if settings.max_steps is not None and steps >= settings.max_steps:
+                break
+            idx = order[start : start + settings.batch_size]
+            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            loss = F.cross_entropy(model(xb), yb)
+            total += float(loss.detach())
+            if global_params is not None:
+                prox = sum(
+                    (p - g).pow(2).sum() for p, g in zip(model.parameters(), global_params)
+                )
+                loss = loss + 0.5 * settings.proximal_mu * prox
+            for hook in loss_hooks:
+                loss = loss + hook(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for hook in grad_hooks:
+                hook(model)
+            opt.step()
+            steps += 1
+    return {"train_loss": total / max(steps, 1), "num-examples": n, "num-steps": steps}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``(x, y)``."""
+    model.to(device).eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        xb = x[start : start + batch_size].to(device)
+        yb = y[start : start + batch_size].to(device)
+        logits = model(xb)
+        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(-1) == yb).sum())
+    n = max(len(y), 1)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "num-examples": len(y)}
