@@ -79,7 +79,9 @@ def train(
     """
     model.to(device).train()
     opt = torch.optim.SGD(
-        model.parameters(), lr=settings.lr, momentum=settings.momentum,
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
         weight_decay=settings.weight_decay,
     )
     global_params = None
@@ -98,7 +100,8 @@ def train(
             total += float(loss.detach())
             if global_params is not None:
                 prox = sum(
-                    (p - g).pow(2).sum() for p, g in zip(model.parameters(), global_params)
+                    (p - g).pow(2).sum()
+                    for p, g in zip(model.parameters(), global_params, strict=True)
                 )
                 loss = loss + 0.5 * settings.proximal_mu * prox
             for hook in loss_hooks:
@@ -114,7 +117,10 @@ def train(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
     batch_size: int = 512,
 ) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``(x, y)``."""

@@ -30,7 +30,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Scalar]:
         elif isinstance(value, bool | int | float | str):
             out[path] = value
         else:
-            raise ValueError(f"{path}: {type(value).__name__} values cannot go to clients; use scalars")
+            raise ValueError(
+                f"{path}: {type(value).__name__} values cannot go to clients; use scalars"
+            )
     return out
 
 

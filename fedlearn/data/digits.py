@@ -8,7 +8,9 @@ import torch
 from fedlearn.data import DataSpec, FederatedData
 
 
-def load(test_fraction: float = 0.2, max_samples: int | None = None, seed: int = 0) -> FederatedData:
+def load(
+    test_fraction: float = 0.2, max_samples: int | None = None, seed: int = 0
+) -> FederatedData:
     """Load the digits, scaled to [0, 1], split train/test with a fixed seed.
 
     Parameters

@@ -45,7 +45,9 @@ class CNN(nn.Module):
             nn.Flatten(),
         )
         flat = 2 * channels * (h // 4) * (w // 4)
-        self.classifier = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

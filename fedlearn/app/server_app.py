@@ -1,0 +1,221 @@
+"""fedlearn's Flower ServerApp: the round loop, centralized evaluation and the run folder.
+
+The FL algorithm is the Flower strategy; this module only drives it. It calls
+the strategy's four hooks in the order ``Strategy.start`` does, but owns the
+loop itself because fedlearn needs what ``start`` cannot give: resuming at
+round ``k+1`` from a checkpoint with the round numbers intact, a metrics line
+and checkpoint written as each round ends (nothing is lost on a crash), and a
+clean stop when fewer clients succeed than the strategy needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
+
+from fedlearn import records
+from fedlearn.app.tracking import TrackingGrid
+
+log = logging.getLogger("fedlearn")
+
+EvaluateFn = Callable[[int, ArrayRecord], dict[str, float] | None]
+
+
+@dataclass
+class ServerSetup:
+    """Everything the ServerApp needs, built by the entry point from the config.
+
+    Attributes
+    ----------
+    strategy : Strategy
+        A built Flower strategy (possibly wrapped, e.g. by central DP).
+    initial_arrays : ArrayRecord
+        The seeded initial model.
+    num_rounds : int
+        Rounds to run in total (a resumed run continues up to this number).
+    run_dir : Path
+        The run folder.
+    train_config, evaluate_config : dict
+        Scalars put in every train / evaluate message's ConfigRecord.
+    evaluate_fn : callable, optional
+        Centralized evaluation ``(round, arrays) -> {"loss", "accuracy"}``.
+    min_train_replies : int
+        Fewer successful train replies than this stops the run cleanly.
+    round_timeout : float
+        Seconds to wait for replies in one exchange.
+    checkpoint_every : int
+        Rounds between checkpoints (0: never); the last round is always saved.
+    resume : bool
+        Continue from the run folder's latest checkpoint.
+    seed : int
+        Seeds client sampling per round (with the round number).
+    on_round : callable, optional
+        Called with each metrics line (progress display).
+    """
+
+    strategy: Strategy
+    initial_arrays: ArrayRecord
+    num_rounds: int
+    run_dir: Path
+    train_config: dict[str, Any] = field(default_factory=dict)
+    evaluate_config: dict[str, Any] = field(default_factory=dict)
+    evaluate_fn: EvaluateFn | None = None
+    min_train_replies: int = 1
+    round_timeout: float = 600.0
+    checkpoint_every: int = 1
+    resume: bool = False
+    seed: int = 0
+    on_round: Callable[[dict[str, Any]], None] | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    final_arrays: ArrayRecord | None = None
+
+
+def seed_round(seed: int, server_round: int) -> None:
+    """Reseed the RNGs strategies use (``random.sample``, numpy noise) for this round.
+
+    Seeding per round, not once, is what makes a resumed run sample the same
+    clients as an uninterrupted one.
+    """
+    s = (seed * 1_000_003 + server_round) % (2**32)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def strategy_state(strategy: Strategy) -> dict[str, Any]:
+    """A strategy's instance attributes (server optimizer moments, momentum, ...)."""
+    return dict(vars(strategy))
+
+
+def _mean_metrics(record: MetricRecord | None) -> dict[str, Any]:
+    return dict(record) if record is not None else {}
+
+
+def _state(setup: ServerSetup, grid: Grid, arrays: ArrayRecord) -> dict[str, Any]:
+    state = {"arrays": arrays, "strategy": strategy_state(setup.strategy)}
+    inner = getattr(grid, "inner", grid)
+    if hasattr(inner, "state_dict"):  # e.g. the in-process Grid's client Contexts
+        state["grid"] = inner.state_dict()
+    return state
+
+
+def _restore(setup: ServerSetup, grid: Grid) -> tuple[ArrayRecord, int]:
+    ckpt = records.load_checkpoint(setup.run_dir) if setup.resume else None
+    if ckpt is None:
+        return setup.initial_arrays, 1
+    vars(setup.strategy).update(ckpt["strategy"])
+    inner = getattr(grid, "inner", grid)
+    if "grid" in ckpt and hasattr(inner, "load_state_dict"):
+        inner.load_state_dict(ckpt["grid"])
+    records.truncate_metrics(setup.run_dir, ckpt["round"])
+    log.info("resuming %s after round %d", setup.run_dir, ckpt["round"])
+    return ckpt["arrays"], ckpt["round"] + 1
+
+
+def _summary(setup: ServerSetup, status: str, error: str | None, wall: float) -> dict[str, Any]:
+    lines = records.read_metrics(setup.run_dir)
+    central = [m for m in lines if m.get("central")]
+    rounds = [m for m in lines if m.get("round", 0) > 0]
+    best = max(central, key=lambda m: m["central"].get("accuracy") or -1.0, default=None)
+    return {
+        "status": status,
+        "rounds_completed": max((m["round"] for m in rounds), default=0),
+        "num_rounds": setup.num_rounds,
+        "final": central[-1]["central"] if central else {},
+        "best": {"accuracy": best["central"].get("accuracy"), "round": best["round"]}
+        if best
+        else {},
+        "wall_seconds": wall,
+        "round_seconds": sum(m.get("seconds", 0.0) for m in rounds),
+        "strategy": type(setup.strategy).__name__,
+        "seed": setup.seed,
+        "error": error,
+        "bytes_sent": sum(m.get("bytes_sent", 0) for m in rounds),
+        "bytes_received": sum(m.get("bytes_received", 0) for m in rounds),
+    }
+
+
+def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
+    """Run the federated rounds on ``grid``; write the run folder; return the summary."""
+    t_start = time.perf_counter()
+    grid = TrackingGrid(grid)
+    strategy = setup.strategy
+    arrays, first = _restore(setup, grid)
+    if first == 1 and setup.evaluate_fn is not None:
+        records.truncate_metrics(setup.run_dir, -1)
+        records.append_metrics(setup.run_dir, {"round": 0, "central": setup.evaluate_fn(0, arrays)})
+    status, error = "completed", None
+    try:
+        for rnd in range(first, setup.num_rounds + 1):
+            seed_round(setup.seed, rnd)
+            t0 = time.perf_counter()
+            msgs = strategy.configure_train(rnd, arrays, ConfigRecord(setup.train_config), grid)
+            replies = grid.send_and_receive(msgs, timeout=setup.round_timeout)
+            train = grid.last
+            new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+            if new_arrays is None or train.succeeded < setup.min_train_replies:
+                status = "stopped"
+                error = (
+                    f"round {rnd}: {train.succeeded} of {train.sampled} clients succeeded;"
+                    f" the strategy needs at least {setup.min_train_replies}"
+                )
+                log.error("stopping: %s", error)
+                break
+            arrays = new_arrays
+            msgs = strategy.configure_evaluate(
+                rnd, arrays, ConfigRecord(setup.evaluate_config), grid
+            )
+            replies = grid.send_and_receive(msgs, timeout=setup.round_timeout)
+            evaluate = grid.last
+            eval_metrics = strategy.aggregate_evaluate(rnd, replies)
+            line = {
+                "round": rnd,
+                "sampled": train.sampled,
+                "succeeded": train.succeeded,
+                "failed": train.failed,
+                "train": _mean_metrics(train_metrics),
+                "evaluate": _mean_metrics(eval_metrics),
+                "eval_failed": evaluate.failed,
+                "bytes_sent": train.bytes_sent + evaluate.bytes_sent,
+                "bytes_received": train.bytes_received + evaluate.bytes_received,
+            }
+            if setup.evaluate_fn is not None:
+                line["central"] = setup.evaluate_fn(rnd, arrays)
+            line["seconds"] = time.perf_counter() - t0
+            records.append_metrics(setup.run_dir, line)
+            last = rnd == setup.num_rounds
+            if setup.checkpoint_every and (rnd % setup.checkpoint_every == 0 or last):
+                records.save_checkpoint(setup.run_dir, rnd, _state(setup, grid, arrays))
+            if setup.on_round is not None:
+                setup.on_round(line)
+    except BaseException as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        setup.final_arrays = arrays
+        setup.result = _summary(setup, status, error, time.perf_counter() - t_start)
+        records.save_model(setup.run_dir, arrays.to_torch_state_dict())
+        records.write_json(setup.run_dir / records.RESULT, setup.result)
+    return setup.result
+
+
+def make_server_app(setup: ServerSetup) -> ServerApp:
+    """A Flower ServerApp whose ``main`` runs :func:`run_rounds` with ``setup``."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:  # noqa: ARG001 - Flower's signature
+        run_rounds(setup, grid)
+
+    return app

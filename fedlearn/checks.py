@@ -1,0 +1,89 @@
+"""Checks of user-supplied settings, each failing with one line that names the
+setting and what is allowed. Run once, at the edge, before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = ("strategy", "model", "dataset", "partitioner", "runtime", "experiment", "dp")
+
+
+class ConfigError(ValueError):
+    """A setting the user can fix; its message is one line."""
+
+
+def choices(group: str) -> list[str]:
+    """The YAML names available in a config group."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_choices(overrides: list[str]) -> None:
+    """Refuse ``group=name`` overrides naming no YAML of that group (lists the choices)."""
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS:
+            continue
+        for name in value.split(","):  # multirun sweeps: a,b,c
+            if name not in ("null", "") and name not in choices(key):
+                raise ConfigError(f"unknown {key} '{name}'; choose from: {', '.join(choices(key))}")
+
+
+def _positive_int(cfg: dict[str, Any], path: str) -> int:
+    node: Any = cfg
+    for part in path.split("."):
+        node = node[part]
+    if not isinstance(node, int) or isinstance(node, bool) or node < 1:
+        raise ConfigError(f"{path} must be an integer >= 1, got {node!r}")
+    return node
+
+
+def num_sampled(strategy: dict[str, Any], num_clients: int, key: str = "train") -> int:
+    """How many clients the strategy samples per round (Flower FedAvg's rule)."""
+    fraction = float(strategy.get(f"fraction_{key}", 1.0))
+    minimum = int(strategy.get(f"min_{key}_nodes", 2))
+    return max(int(num_clients * fraction), minimum)
+
+
+def check_experiment(cfg: dict[str, Any]) -> None:
+    """All settings that can be checked before data or models are built."""
+    n = _positive_int(cfg, "num_clients")
+    _positive_int(cfg, "num_rounds")
+    _positive_int(cfg, "client.local_epochs")
+    _positive_int(cfg, "client.batch_size")
+    if not float(cfg["client"]["lr"]) > 0:
+        raise ConfigError(f"client.lr must be > 0, got {cfg['client']['lr']}")
+    ef = float(cfg["client"].get("eval_fraction", 0.2))
+    if not 0.0 <= ef < 1.0:
+        raise ConfigError(f"client.eval_fraction must be in [0, 1), got {ef}")
+    st = cfg["strategy"]
+    name = st["_target_"].rsplit(".", 1)[-1]
+    for key, low_open in (("fraction_train", True), ("fraction_evaluate", False)):
+        if key in st:
+            f = float(st[key])
+            if not ((0.0 < f if low_open else 0.0 <= f) and f <= 1.0):
+                allowed = "(0, 1]" if low_open else "[0, 1]"
+                raise ConfigError(f"strategy.{key} must be in {allowed}, got {f}")
+    for key in ("min_train_nodes", "min_evaluate_nodes", "min_available_nodes"):
+        if key in st and int(st[key]) > n:
+            raise ConfigError(f"strategy.{key}={st[key]} exceeds num_clients={n}; allowed: 0..{n}")
+    sampled = num_sampled(st, n)
+    f = int(st.get("num_malicious_nodes", 0))
+    need = {"Krum": 2 * f + 3, "MultiKrum": 2 * f + 3, "Bulyan": 4 * f + 3}.get(name)
+    if need is not None and sampled < need:
+        raise ConfigError(
+            f"strategy={name.lower()} with num_malicious_nodes={f} needs at least {need} clients"
+            f" per round, but samples {sampled} (num_clients={n},"
+            f" fraction_train={st.get('fraction_train', 1.0)})"
+        )
+    if name == "MultiKrum" and int(st.get("num_nodes_to_select", 1)) > sampled:
+        raise ConfigError(
+            f"strategy.num_nodes_to_select={st['num_nodes_to_select']} exceeds the {sampled}"
+            " clients sampled per round"
+        )
+    srv = cfg.get("server", {})
+    if float(srv.get("round_timeout", 1)) <= 0:
+        raise ConfigError(f"server.round_timeout must be > 0, got {srv['round_timeout']}")
+    if int(srv.get("checkpoint_every", 0)) < 0:
+        raise ConfigError(f"server.checkpoint_every must be >= 0, got {srv['checkpoint_every']}")

@@ -1,0 +1,90 @@
+"""Console scripts. Thin: compose the config with Hydra, call a plain function.
+
+Errors a user can cause (a bad setting, an impossible partition) end the
+command with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from fedlearn.checks import ConfigError, check_choices
+
+
+def _quiet_flower() -> None:
+    # Flower logs every sampling and aggregation step at INFO; the progress bar says it better.
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+
+
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError)
+
+
+def fail(err: BaseException) -> None:
+    """Print a user error as one line and exit 2."""
+    print(f"fedlearn: error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+def guarded(main: Callable[[], object]) -> Callable[[], None]:
+    """Run ``main``; turn a user error into one line on stderr and exit code 2."""
+
+    def wrapper() -> None:
+        try:
+            check_choices(sys.argv[1:])
+            main()
+        except USER_ERRORS as err:
+            fail(err)
+
+    wrapper.__doc__ = main.__doc__
+    return wrapper
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def _simulate(cfg: DictConfig) -> None:
+    from fedlearn.experiment import run
+
+    _quiet_flower()
+    hc = HydraConfig.get()
+    try:  # inside the task: Hydra would print its own traceback for anything raised
+        run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    except USER_ERRORS as err:
+        fail(err)
+
+
+simulate = guarded(_simulate)
+simulate.__doc__ = "fedlearn-simulate: run a federated simulation (Hydra overrides as arguments)."
+
+
+def server() -> None:
+    """fedlearn-server: a gRPC coordinator for real clients."""
+    from fedlearn.runtime.grpc.cli import server_main
+
+    guarded(server_main)()
+
+
+def client() -> None:
+    """fedlearn-client: a gRPC client process."""
+    from fedlearn.runtime.grpc.cli import client_main
+
+    guarded(client_main)()
+
+
+def launch() -> None:
+    """fedlearn-launch: one server and N client processes on this machine."""
+    from fedlearn.runtime.grpc.cli import launch_main
+
+    guarded(launch_main)()
+
+
+def compare() -> None:
+    """fedlearn-compare: sweep strategies x seeds and report, or rebuild a report."""
+    from fedlearn.compare import main
+
+    guarded(main)()

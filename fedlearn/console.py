@@ -1,0 +1,71 @@
+"""Live per-round progress and the final table (rich)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@contextmanager
+def round_progress(num_rounds: int, first: int = 1, enabled: bool = True):
+    """Yield an ``on_round(line)`` callback that advances a progress bar."""
+    if not enabled:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("[bold]round"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    task = progress.add_task("rounds", total=num_rounds, completed=first - 1, status="")
+
+    def on_round(line: dict[str, Any]) -> None:
+        central = line.get("central") or {}
+        status = (
+            f"loss {_fmt(line.get('train', {}).get('train_loss'))}"
+            f"  acc {_fmt(central.get('accuracy'))}  {line['succeeded']}/{line['sampled']} ok"
+        )
+        progress.update(task, completed=line["round"], status=status)
+
+    with progress:
+        yield on_round
+
+
+def results_table(lines: list[dict[str, Any]], title: str) -> Table:
+    """Round, train loss, federated evaluation accuracy, centralized test accuracy."""
+    table = Table(title=title)
+    for col in (
+        "round",
+        "clients ok",
+        "train loss",
+        "fed. eval acc",
+        "central loss",
+        "central acc",
+    ):
+        table.add_column(col, justify="right")
+    for m in lines:
+        if m.get("round", 0) == 0:
+            continue
+        central = m.get("central") or {}
+        table.add_row(
+            str(m["round"]),
+            f"{m.get('succeeded', 0)}/{m.get('sampled', 0)}",
+            _fmt(m.get("train", {}).get("train_loss")),
+            _fmt(m.get("evaluate", {}).get("eval_acc")),
+            _fmt(central.get("loss")),
+            _fmt(central.get("accuracy")),
+        )
+    return table

@@ -1,0 +1,204 @@
+"""Run an experiment from a composed config: build objects once, pick a runtime, run.
+
+``run(cfg, run_dir)`` is what ``fedlearn-simulate`` calls under ``@hydra.main``;
+``simulate(overrides)`` composes the same config from Python (notebooks, tests).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, RecordDict
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fedlearn import checks, console, records, training
+from fedlearn.app import client_app as client_module
+from fedlearn.app.run_config import client_run_config
+from fedlearn.app.server_app import ServerSetup, make_server_app
+from fedlearn.data import load_dataset
+from fedlearn.models import build_model
+
+log = logging.getLogger("fedlearn")
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``fedlearn/conf/config.yaml`` with Hydra overrides (no run folder made)."""
+    overrides = list(overrides or [])
+    checks.check_choices(overrides)
+    with initialize_config_module("fedlearn.conf", version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def simulate(overrides: list[str] | None = None, run_dir: str | Path | None = None) -> dict:
+    """Compose, run and return the run's summary (result.json's content)."""
+    cfg = compose_config(overrides)
+    if run_dir is None:
+        run_dir = Path("outputs") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+    return run(cfg, Path(run_dir), overrides)
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _resume_config(resume: str, overrides: list[str]) -> dict[str, Any]:
+    """The saved config of run folder ``resume`` with plain ``key=value`` overrides applied
+    (e.g. ``num_rounds=20`` to continue further); group choices cannot change."""
+    saved_path = Path(resume) / records.CONFIG
+    if not saved_path.exists():
+        raise checks.ConfigError(f"resume={resume}: no {records.CONFIG} there; give a run folder")
+    dotlist = []
+    for item in overrides:
+        key = item.lstrip("+~").partition("=")[0]
+        if key in checks.GROUPS:
+            raise checks.ConfigError(f"resume: {key} of an existing run cannot change; drop {item}")
+        if key != "resume" and not key.startswith("hydra"):
+            dotlist.append(item.lstrip("+"))
+    merged = OmegaConf.merge(OmegaConf.load(saved_path), OmegaConf.from_dotlist(dotlist))
+    plain = _plain(merged)
+    plain["resume"] = str(resume)
+    return plain
+
+
+def build_strategy(cfg: dict[str, Any]) -> Any:
+    """The configured Flower strategy, wrapped in central DP when ``dp`` is set."""
+    strategy = instantiate(cfg["strategy"], _convert_="all")
+    dp = cfg.get("dp")
+    if dp:
+        sampled = checks.num_sampled(cfg["strategy"], cfg["num_clients"])
+        dp = {"num_sampled_clients": sampled, **dp}
+        strategy = instantiate(dp, strategy=strategy, _convert_="all")
+    return strategy
+
+
+def _central_eval(cfg: dict[str, Any], model: torch.nn.Module) -> Any:
+    data = load_dataset(cfg["dataset"])
+    cap = cfg["server"].get("central_eval_samples")
+    x, y = (data.test_x[:cap], data.test_y[:cap]) if cap else (data.test_x, data.test_y)
+    device = training.resolve_device(str(cfg["server"].get("device", "auto")))
+    model = copy.deepcopy(model)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[str, float]:  # noqa: ARG001
+        model.load_state_dict(arrays.to_torch_state_dict())
+        res = training.evaluate(model, x, y, device)
+        return {"loss": res["loss"], "accuracy": res["accuracy"]}
+
+    return evaluate_fn
+
+
+def train_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ConfigRecord scalars every train message carries (see client_app)."""
+    c = cfg["client"]
+    out = {
+        "lr": float(c["lr"]),
+        "local-epochs": int(c["local_epochs"]),
+        "batch-size": int(c["batch_size"]),
+        "momentum": float(c.get("momentum", 0.0)),
+        "weight-decay": float(c.get("weight_decay", 0.0)),
+    }
+    if c.get("max_steps"):
+        out["max-steps"] = int(c["max_steps"])
+    return out
+
+
+def build_setup(cfg: dict[str, Any], run_dir: Path) -> ServerSetup:
+    """Validate the config and build the server side: strategy, model, central eval."""
+    checks.check_experiment(cfg)
+    data = load_dataset(cfg["dataset"])
+    torch.manual_seed(int(cfg["seed"]))
+    model = build_model(cfg["model"], data.spec)
+    strategy = build_strategy(cfg)
+    inner = getattr(strategy, "strategy", strategy)
+    return ServerSetup(
+        strategy=strategy,
+        initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=int(cfg["num_rounds"]),
+        run_dir=run_dir,
+        train_config=train_config(cfg),
+        evaluate_fn=_central_eval(cfg, model) if cfg["server"].get("central_eval", True) else None,
+        min_train_replies=max(1, int(getattr(inner, "min_train_nodes", 1))),
+        round_timeout=float(cfg["server"]["round_timeout"]),
+        checkpoint_every=int(cfg["server"]["checkpoint_every"]),
+        resume=bool(cfg.get("resume")),
+        seed=int(cfg["seed"]),
+    )
+
+
+def node_configs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flower's node_config of each simulated node: its partition."""
+    n = int(cfg["num_clients"])
+    return [{"partition-id": i, "num-partitions": n} for i in range(n)]
+
+
+def _check_partitions(cfg: dict[str, Any]) -> None:
+    # Partition on the server too, so an empty client fails before any round starts.
+    from fedlearn.data.partition import client_indices
+
+    client_indices(cfg["dataset"], cfg["partitioner"], int(cfg["num_clients"]), int(cfg["seed"]))
+
+
+def run(
+    cfg: DictConfig | dict[str, Any], run_dir: Path, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Run one experiment into ``run_dir``; return its summary.
+
+    With ``resume=<run folder>`` the run continues in that folder from its latest
+    checkpoint, under its saved config plus any plain ``key=value`` ``overrides``.
+    """
+    plain = _plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    if plain.get("resume"):
+        run_dir = Path(plain["resume"])
+        plain = _resume_config(plain["resume"], list(overrides or []))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup = build_setup(plain, run_dir)
+    _check_partitions(plain)
+    if not plain.get("resume"):
+        (run_dir / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+    runtime = plain["runtime"]["name"]
+    done = len([m for m in records.read_metrics(run_dir) if m.get("round", 0) > 0])
+    with console.round_progress(
+        setup.num_rounds, done + 1, bool(plain.get("progress", True))
+    ) as cb:
+        setup.on_round = cb
+        if runtime == "inprocess":
+            _run_inprocess(plain, setup)
+        elif runtime == "ray":
+            from fedlearn.runtime.ray import run_ray
+
+            run_ray(plain, make_server_app(setup), client_module.app, node_configs(plain))
+        elif runtime == "grpc":
+            from fedlearn.runtime.grpc.launch import run_local_deployment
+
+            run_local_deployment(plain, setup)
+        else:
+            raise checks.ConfigError(
+                f"unknown runtime '{runtime}'; choose from: inprocess, ray, grpc"
+            )
+    if plain.get("progress", True):
+        title = f"{setup.result['strategy']} - {setup.result['status']} - {run_dir}"
+        console.console.print(console.results_table(records.read_metrics(run_dir), title))
+    return setup.result
+
+
+def _run_inprocess(cfg: dict[str, Any], setup: ServerSetup) -> None:
+    from fedlearn.runtime.inprocess import InProcessGrid
+
+    workers = cfg["runtime"].get("workers") or os.cpu_count() or 1
+    grid = InProcessGrid(
+        client_module.app, node_configs(cfg), client_run_config(cfg), workers=int(workers)
+    )
+    try:
+        server_app = make_server_app(setup)
+        server_app(
+            grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+        )
+    finally:
+        grid.close()

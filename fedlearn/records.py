@@ -1,0 +1,119 @@
+"""The run folder: config, per-round metrics, summary, checkpoints, final weights.
+
+Reports and comparisons read only these files, so runs of any runtime compare.
+Every file is written atomically (temp file + rename): a crash mid-write never
+leaves a truncated checkpoint or summary behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+CONFIG = "config.yaml"
+MODEL = "model.pt"
+CKPT_DIR = "checkpoints"
+LATEST = "latest"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/Inf become null (JSON has neither), numpy scalars become floats."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    _atomic_write(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
+
+
+def append_metrics(run_dir: Path, line: dict[str, Any]) -> None:
+    """Append one round's line to metrics.jsonl (flushed to disk before returning)."""
+    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(_clean(line)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """All complete lines of metrics.jsonl (a torn last line from a crash is skipped)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    lines = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def truncate_metrics(run_dir: Path, last_round: int) -> None:
+    """Keep metrics.jsonl lines up to ``last_round`` (resume rewinds to its checkpoint)."""
+    kept = [m for m in read_metrics(run_dir) if m.get("round", 0) <= last_round]
+    _atomic_write(Path(run_dir) / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
+
+
+def save_checkpoint(run_dir: Path, server_round: int, state: dict[str, Any]) -> Path:
+    """Write ``checkpoints/round-N.pt`` atomically, then point ``latest`` at it."""
+    ckpt_dir = Path(run_dir) / CKPT_DIR
+    path = ckpt_dir / f"round-{server_round}.pt"
+    _atomic_write(path, pickle.dumps({"round": server_round, **state}, protocol=5))
+    _atomic_write(ckpt_dir / LATEST, path.name.encode())
+    return path
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The latest complete checkpoint of a run folder, or None when there is none."""
+    ckpt_dir = Path(run_dir) / CKPT_DIR
+    latest = ckpt_dir / LATEST
+    if not latest.exists():
+        return None
+    with open(ckpt_dir / latest.read_text().strip(), "rb") as f:
+        return pickle.load(f)
+
+
+def save_model(run_dir: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """The final weights as a torch state dict (``torch.load`` reads it back)."""
+    path = Path(run_dir) / MODEL
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".model.")
+    os.close(fd)
+    torch.save(state_dict, tmp)
+    os.replace(tmp, path)
+
+
+def iter_run_dirs(root: Path) -> Iterator[Path]:
+    """Run folders (those holding a config.yaml) under ``root``, sorted."""
+    yield from sorted(p.parent for p in Path(root).rglob(CONFIG) if ".hydra" not in p.parts)

@@ -1,0 +1,194 @@
+"""The in-process runtime: a Flower Grid that calls the ClientApp directly.
+
+No SuperLink, no serialization, no polling: ``send_and_receive`` hands each
+message to the ClientApp and returns its reply. It keeps one Flower Context
+per node across rounds (client state persists), gives each client its own
+copy of the message content (Flower's strategies share one RecordDict across
+a round's messages), turns a client exception into a Flower Error reply (the
+round goes on without that client), and with ``workers > 1`` runs clients in
+worker processes. Results do not depend on ``workers``: each client's work
+depends only on its message and Context, and replies come back in message order.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import multiprocessing as mp
+import os
+import traceback
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp.grid import Grid
+from flwr.supercore.run import Run
+
+from fedlearn.runtime import set_server_identity
+
+log = logging.getLogger("fedlearn")
+
+CLIENT_EXCEPTION = 1000  # fedlearn's Error code for an exception raised by a ClientApp
+FIRST_NODE_ID = 1_000  # node ids are FIRST_NODE_ID + partition id: stable and readable
+
+
+def copy_content(content: RecordDict) -> RecordDict:
+    """A per-client copy: new records and Array objects; array bytes are immutable and shared."""
+    out = RecordDict()
+    for key, record in content.items():
+        new = copy.copy(record)
+        if hasattr(record, "items"):
+            new = type(record)({k: copy.copy(v) for k, v in record.items()})
+        out[key] = new
+    return out
+
+
+def call_client(app: ClientApp, message: Message, context: Context) -> tuple[Message, Context]:
+    """Run ``app`` on one message; an exception becomes a Flower Error reply."""
+    try:
+        reply = app(message, context)
+    except Exception as exc:  # noqa: BLE001 - any client failure is reported, not raised
+        log.warning("client node %s failed: %s", message.metadata.dst_node_id, exc)
+        log.debug(traceback.format_exc())
+        reply = Message(Error(CLIENT_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=message)
+    reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+    return reply, context
+
+
+_WORKER_APP: ClientApp | None = None
+
+
+def _init_worker(app: ClientApp, threads: int) -> None:
+    global _WORKER_APP
+    _WORKER_APP = app
+    torch.set_num_threads(threads)
+
+
+def _worker_call(message: Message, context: Context) -> tuple[Message, Context]:
+    assert _WORKER_APP is not None
+    return call_client(_WORKER_APP, message, context)
+
+
+class InProcessGrid(Grid):
+    """A Grid over ``len(node_configs)`` virtual nodes running ``client_app``.
+
+    Parameters
+    ----------
+    client_app : ClientApp
+        The Flower ClientApp every node runs.
+    node_configs : list of dict
+        One Flower ``node_config`` per node (``partition-id``, ``num-partitions``).
+    run_config : dict
+        Flower ``run_config`` (flat scalars) shared by all nodes.
+    workers : int
+        Processes running clients in parallel; 1 runs them in this process.
+    """
+
+    def __init__(
+        self,
+        client_app: ClientApp,
+        node_configs: list[dict[str, Any]],
+        run_config: dict[str, Any],
+        workers: int = 1,
+        run_id: int = 1,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"runtime.workers must be >= 1, got {workers}")
+        self.client_app = client_app
+        self.workers = workers
+        self._run = Run.create_empty(run_id)
+        set_server_identity(run_id)
+        self.contexts = {
+            FIRST_NODE_ID + i: Context(
+                run_id=run_id,
+                node_id=FIRST_NODE_ID + i,
+                node_config=dict(nc),
+                state=RecordDict(),
+                run_config=dict(run_config),
+            )
+            for i, nc in enumerate(node_configs)
+        }
+        self._pool: ProcessPoolExecutor | None = None
+        self._replies: dict[str, Message] = {}
+
+    # -- Grid interface ---------------------------------------------------------
+    def set_run(self, run: Run) -> None:
+        self._run = run
+        set_server_identity(run.run_id)
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001, ANN201
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = [self._prepare(m) for m in messages]
+        for msg, (reply, ctx) in zip(messages, self._execute(messages), strict=True):
+            self.contexts[msg.metadata.dst_node_id] = ctx
+            self._replies[msg.metadata.message_id] = reply
+        return [m.metadata.message_id for m in messages]
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        # Replies are complete when push returns: no polling, whatever the timeout.
+        return list(self.pull_messages(self.push_messages(messages)))
+
+    # -- execution --------------------------------------------------------------
+    def _prepare(self, msg: Message) -> Message:
+        node = msg.metadata.dst_node_id
+        if node not in self.contexts:
+            raise ValueError(f"message for unknown node {node}")
+        out = Message(metadata=copy.copy(msg.metadata), content=copy_content(msg.content))
+        out.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        out.metadata.__dict__["_run_id"] = self._run.run_id
+        return out
+
+    def _execute(self, messages: list[Message]) -> list[tuple[Message, Context]]:
+        contexts = [self.contexts[m.metadata.dst_node_id] for m in messages]
+        if self.workers == 1 or len(messages) <= 1:
+            return [
+                call_client(self.client_app, m, c) for m, c in zip(messages, contexts, strict=True)
+            ]
+        pool = self._get_pool()
+        return list(pool.map(_worker_call, messages, contexts))
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.client_app, threads),
+            )
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    # -- checkpointing of client state -----------------------------------------
+    def state_dict(self) -> dict[int, RecordDict]:
+        """Every node's Context state (e.g. SCAFFOLD's control variates)."""
+        return {node: ctx.state for node, ctx in self.contexts.items()}
+
+    def load_state_dict(self, state: dict[int, RecordDict]) -> None:
+        """Restore node states saved by :meth:`state_dict`."""
+        for node, st in state.items():
+            if node in self.contexts:
+                self.contexts[node].state = st
