@@ -12,7 +12,10 @@ What a client reads:
   ``device`` overrides ``client.device``.
 - The train message's ConfigRecord ``config``: ``server-round``, ``lr``,
   ``local-epochs``, ``batch-size``, ``momentum``, ``weight-decay``,
-  ``max-steps`` and strategy keys such as FedProx's ``proximal-mu``.
+  ``max-steps`` and strategy keys such as FedProx's ``proximal-mu``. Strategies
+  with client state (SCAFFOLD's ``scaffold-c`` record, FedDyn's ``feddyn-alpha``)
+  are handled by :mod:`fedlearn.app.client_strategies`, which keeps that state in
+  ``context.state`` and may add records to the reply.
 
 Replies carry ``arrays`` and ``metrics`` (``train_loss``, ``num-examples``,
 ``num-steps`` after training; ``eval_loss``, ``eval_acc``, ``num-examples``
@@ -31,6 +34,7 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from fedlearn import training
+from fedlearn.app import client_strategies
 from fedlearn.app.run_config import section
 from fedlearn.data import DataSpec, load_dataset
 from fedlearn.data.partition import client_indices, local_split
@@ -115,12 +119,18 @@ def train(msg: Message, context: Context) -> Message:
     round_ = int(config.get("server-round", 0))
     # Data order depends only on (seed, round, client): any runtime, any worker.
     gen = torch.Generator().manual_seed(job.seed * 1_000_003 + round_ * 10_007 + job.partition_id)
+    settings = train_settings(config)
+    # Strategies with client state (SCAFFOLD, FedDyn): hooks + extra reply records.
+    side = client_strategies.setup(msg.content, context, job.model, settings, job.device)
     metrics = training.train(
-        job.model, job.train_x, job.train_y, train_settings(config), job.device, gen
+        job.model, job.train_x, job.train_y, settings, job.device, gen,
+        loss_hooks=side.loss_hooks, grad_hooks=side.grad_hooks,
     )
     content = RecordDict(
         {"arrays": ArrayRecord(job.model.state_dict()), "metrics": MetricRecord(metrics)}
     )
+    for key, record in side.finish(job.model, metrics).items():
+        content[key] = record
     return Message(content=content, reply_to=msg)
 
 

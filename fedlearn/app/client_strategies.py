@@ -1,0 +1,144 @@
+"""Client sides of strategies that need more than TrainSettings: keyed by message contents.
+
+:func:`setup` looks at a train message and returns the loss/gradient hooks for
+:func:`fedlearn.training.train` plus a ``finish`` step that updates the client's
+state in its Flower ``Context.state`` and returns extra reply records.
+
+==========================  ================================  ==================================
+message contains            client does                       kept in ``context.state``
+==========================  ================================  ==================================
+record ``"scaffold-c"``     SCAFFOLD: gradient += c - c_i;    ``"scaffold-ci"`` (ArrayRecord)
+(ArrayRecord, server c)     replies ``"scaffold-dc"``
+config ``"feddyn-alpha"``   FedDyn: loss += -<g, w> +         ``"feddyn-grad"`` (ArrayRecord)
+                            alpha/2 ||w - x||^2
+==========================  ================================  ==================================
+
+Arrays cover the model's trainable parameters by name (``named_parameters``);
+a name missing from a received or stored record counts as zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, Context, RecordDict
+from torch import nn
+
+from fedlearn.strategies.feddyn import ALPHA_KEY
+from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY
+from fedlearn.training import GradHook, LossHook, TrainSettings
+
+SCAFFOLD_STATE = "scaffold-ci"
+FEDDYN_STATE = "feddyn-grad"
+
+Tensors = dict[str, torch.Tensor]
+Finish = Callable[[nn.Module, dict], dict[str, ArrayRecord]]
+
+
+@dataclass
+class ClientSide:
+    """Hooks for one local training run and what to do after it."""
+
+    loss_hooks: tuple[LossHook, ...] = ()
+    grad_hooks: tuple[GradHook, ...] = ()
+    finishers: list[Finish] = field(default_factory=list)
+
+    def finish(self, model: nn.Module, metrics: dict) -> dict[str, ArrayRecord]:
+        """Run every finisher after training; their extra reply records, merged."""
+        extra: dict[str, ArrayRecord] = {}
+        for fn in self.finishers:
+            extra.update(fn(model, metrics))
+        return extra
+
+
+def setup(
+    content: RecordDict, context: Context, model: nn.Module, settings: TrainSettings,
+    device: torch.device,
+) -> ClientSide:
+    """The client side of whatever strategy ``content`` (a train message) asks for.
+
+    ``model`` must already hold the received global weights.
+    """
+    side = ClientSide()
+    config = content["config"] if "config" in content else {}
+    if CONTROL_KEY in content:
+        _scaffold(side, content[CONTROL_KEY], context, model, settings, device)
+    if ALPHA_KEY in config:
+        _feddyn(side, float(config[ALPHA_KEY]), context, model, device)
+    return side
+
+
+def _params(model: nn.Module, device: torch.device) -> Tensors:
+    return {k: p.detach().to(device).clone() for k, p in model.named_parameters()}
+
+
+def _tensors(record: ArrayRecord | None, like: Tensors) -> Tensors:
+    """``record``'s arrays as tensors shaped like ``like`` (zeros where missing)."""
+    out = {}
+    for k, ref in like.items():
+        if record is not None and k in record:
+            out[k] = torch.as_tensor(record[k].numpy(), dtype=ref.dtype, device=ref.device)
+        else:
+            out[k] = torch.zeros_like(ref)
+    return out
+
+
+def _state(context: Context, key: str) -> ArrayRecord | None:
+    return context.state[key] if key in context.state else None
+
+
+def _to_record(tensors: Tensors) -> ArrayRecord:
+    return ArrayRecord({k: v.detach().cpu() for k, v in tensors.items()})
+
+
+def _scaffold(
+    side: ClientSide, c_record: ArrayRecord, context: Context, model: nn.Module,
+    settings: TrainSettings, device: torch.device,
+) -> None:
+    """SCAFFOLD option II (Karimireddy et al. 2020, Alg. 1 lines 10 and 12)."""
+    x = _params(model, device)
+    c = _tensors(c_record, x)
+    c_i = _tensors(_state(context, SCAFFOLD_STATE), x)
+    correction = {k: c[k] - c_i[k] for k in x}
+
+    def grad_hook(m: nn.Module) -> None:
+        for k, p in m.named_parameters():
+            if p.grad is not None:
+                p.grad.add_(correction[k])
+
+    def finish(m: nn.Module, metrics: dict) -> dict[str, ArrayRecord]:
+        steps = int(metrics.get("num-steps", 0))
+        y = _params(m, device)
+        if steps > 0:
+            scale = 1.0 / (steps * settings.lr)
+            c_new = {k: c_i[k] - c[k] + scale * (x[k] - y[k]) for k in x}
+        else:  # no local step: nothing learned about this client's drift
+            c_new = c_i
+        context.state[SCAFFOLD_STATE] = _to_record(c_new)
+        return {DELTA_KEY: _to_record({k: c_new[k] - c_i[k] for k in x})}
+
+    side.grad_hooks += (grad_hook,)
+    side.finishers.append(finish)
+
+
+def _feddyn(
+    side: ClientSide, alpha: float, context: Context, model: nn.Module, device: torch.device
+) -> None:
+    """FedDyn's local objective and gradient-state update (Acar et al. 2021, Alg. 1)."""
+    x = _params(model, device)
+    g = _tensors(_state(context, FEDDYN_STATE), x)
+
+    def loss_hook(m: nn.Module) -> torch.Tensor:
+        linear = sum((p * g[k]).sum() for k, p in m.named_parameters())
+        quad = sum((p - x[k]).pow(2).sum() for k, p in m.named_parameters())
+        return -linear + 0.5 * alpha * quad
+
+    def finish(m: nn.Module, metrics: dict) -> dict[str, ArrayRecord]:
+        y = _params(m, device)
+        context.state[FEDDYN_STATE] = _to_record({k: g[k] - alpha * (y[k] - x[k]) for k in x})
+        return {}
+
+    side.loss_hooks += (loss_hook,)
+    side.finishers.append(finish)

@@ -1,0 +1,35 @@
+"""Aggregation strategies Flower does not ship, each one subclass deep from a Flower strategy.
+
+Shared here: conversions between Flower's ``ArrayRecord`` and plain ``{name: ndarray}``
+dicts, the form in which strategies keep their server state (plain attributes pickle
+cleanly for checkpoints).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+NDArrays = dict[str, np.ndarray]
+
+
+def to_numpy(record: ArrayRecord) -> NDArrays:
+    """``{name: ndarray}`` copies of an ArrayRecord's arrays."""
+    return {k: np.array(v.numpy()) for k, v in record.items()}
+
+
+def to_record(arrays: NDArrays) -> ArrayRecord:
+    """An ArrayRecord holding ``arrays`` (names kept, order kept)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def num_nodes(grid: object) -> int:
+    """How many nodes the grid has connected now (the ``N`` in ``|S| / N``)."""
+    return len(list(grid.get_node_ids()))  # type: ignore[attr-defined]
+
+
+def positive(setting: str, value: float) -> float:
+    """``value`` if > 0, else a one-line ValueError naming ``strategy.<setting>``."""
+    if not value > 0:
+        raise ValueError(f"strategy.{setting}={value}: must be > 0")
+    return float(value)

@@ -1,0 +1,57 @@
+"""Hand-built Flower messages and a fake Grid for strategy unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Error, Message, Metadata, MetricRecord, RecordDict
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """Flower stamps new instruction messages with the running task's identity."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+class FakeGrid:
+    """Just enough Grid for ``configure_train``: node ids."""
+
+    def __init__(self, n: int) -> None:
+        self.nodes = list(range(1, n + 1))
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+
+def arrays(**named: list[float]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.asarray(v, dtype=np.float32)) for k, v in named.items()})
+
+
+def _metadata(node: int) -> Metadata:
+    return Metadata(
+        run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
+        reply_to_message_id="", group_id="", created_at=0.0, ttl=100.0, message_type="train",
+    )
+
+
+def reply(node: int, weights: ArrayRecord, examples: int, steps: int = 1,
+          **extra: ArrayRecord) -> Message:
+    """A train reply as fedlearn's ClientApp sends it."""
+    metrics = MetricRecord({"train_loss": 1.0, "num-examples": examples, "num-steps": steps})
+    content = RecordDict({"arrays": weights, "metrics": metrics, **extra})
+    return Message(content=content, metadata=_metadata(node))
+
+
+def error_reply(node: int) -> Message:
+    return Message(Error(1000, "boom"), metadata=_metadata(node))
+
+
+def values(record: ArrayRecord, key: str = "w") -> np.ndarray:
+    return record[key].numpy()

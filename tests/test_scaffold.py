@@ -1,0 +1,104 @@
+"""SCAFFOLD: one aggregation step by hand, the client side, and a short simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.serverapp.exception import InconsistentMessageReplies
+from strategy_helpers import (
+    FakeGrid,
+    arrays,
+    error_reply,
+    reply,
+    task_identity,  # noqa: F401 - autouse fixture
+    values,
+)
+from torch import nn
+
+from fedlearn import training
+from fedlearn.app import client_strategies
+from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY, Scaffold
+
+
+def _configured(server_lr: float = 1.0, fraction: float = 0.5) -> Scaffold:
+    s = Scaffold(server_learning_rate=server_lr, fraction_train=fraction, min_train_nodes=1)
+    msgs = list(s.configure_train(1, arrays(w=[1.0, 2.0]), ConfigRecord({"lr": 0.1}), FakeGrid(4)))
+    assert len(msgs) == 2  # client sampling: half of 4 nodes
+    assert all(len(m.content[CONTROL_KEY]) == 0 for m in msgs)  # c = 0 before any update
+    return s
+
+
+def _replies() -> list:
+    # weights 1:3 -> avg y = 0.25*[0,2] + 0.75*[2,4] = [1.5, 3.5]
+    return [
+        reply(1, arrays(w=[0.0, 2.0]), 1, **{DELTA_KEY: arrays(w=[1.0, 1.0])}),
+        reply(2, arrays(w=[2.0, 4.0]), 3, **{DELTA_KEY: arrays(w=[3.0, -1.0])}),
+        error_reply(3),  # a failed client contributes nothing
+    ]
+
+
+def test_one_aggregation_step_by_hand() -> None:
+    s = _configured()
+    new, metrics = s.aggregate_train(1, _replies())
+    np.testing.assert_allclose(values(new), [1.5, 3.5])
+    # c += (1/N) * sum of deltas with N = 4 connected nodes: [4, 0] / 4
+    np.testing.assert_allclose(s.control["w"], [1.0, 0.0])
+    assert metrics["train_loss"] == pytest.approx(1.0)
+    msgs = list(s.configure_train(2, new, ConfigRecord(), FakeGrid(4)))
+    np.testing.assert_allclose(values(msgs[0].content[CONTROL_KEY]), [1.0, 0.0])
+
+
+def test_server_learning_rate() -> None:
+    s = _configured(server_lr=0.5)
+    new, _ = s.aggregate_train(1, _replies())
+    np.testing.assert_allclose(values(new), [1.0 + 0.5 * 0.5, 2.0 + 0.5 * 1.5])  # x + lr(avg - x)
+
+
+def test_reply_without_delta_is_refused() -> None:
+    s = _configured()
+    with pytest.raises(InconsistentMessageReplies, match=DELTA_KEY):
+        s.aggregate_train(1, [reply(1, arrays(w=[0.0, 0.0]), 1)])
+
+
+def test_state_pickles_as_plain_attributes() -> None:
+    import pickle
+
+    s = _configured()
+    s.aggregate_train(1, _replies())
+    restored = pickle.loads(pickle.dumps(vars(s)))
+    np.testing.assert_allclose(restored["control"]["w"], [1.0, 0.0])
+
+
+def _one_step(model: nn.Module, side: client_strategies.ClientSide, lr: float) -> dict:
+    x, y = torch.tensor([[1.0, -1.0]]), torch.tensor([0])
+    settings = training.TrainSettings(lr=lr, batch_size=1, local_epochs=1)
+    return training.train(model, x, y, settings, torch.device("cpu"), torch.Generator(),
+                          side.loss_hooks, side.grad_hooks)
+
+
+def test_client_correction_and_control_update() -> None:
+    lr = 0.1
+    torch.manual_seed(0)
+    base = nn.Linear(2, 2)
+    x0 = {k: v.clone() for k, v in base.state_dict().items()}
+    plain = nn.Linear(2, 2)
+    plain.load_state_dict(x0)
+    _one_step(plain, client_strategies.ClientSide(), lr)
+
+    ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    c = {k: np.full(v.shape, 0.5, dtype=np.float32) for k, v in x0.items()}
+    content = RecordDict({"config": ConfigRecord({"lr": lr}), CONTROL_KEY: arrays(**c)})
+    settings = training.TrainSettings(lr=lr)
+    side = client_strategies.setup(content, ctx, base, settings, torch.device("cpu"))
+    metrics = _one_step(base, side, lr)
+    extra = side.finish(base, metrics)
+    # One SGD step with gradient + (c - c_i) = + 0.5: y = y_plain - lr * 0.5
+    for k, p in base.named_parameters():
+        np.testing.assert_allclose(p.detach(), plain.state_dict()[k] - lr * 0.5, atol=1e-6)
+        # c_i+ = c_i - c + (x - y) / (K lr) = 0 - 0.5 + (grad + 0.5) = grad; dc = c_i+ - 0
+        x_minus_y = (x0[k] - p.detach()).numpy()
+        expected = -0.5 + x_minus_y / lr
+        np.testing.assert_allclose(extra[DELTA_KEY][k].numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(ctx.state["scaffold-ci"][k].numpy(), expected, atol=1e-5)
