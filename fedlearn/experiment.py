@@ -193,7 +193,11 @@ def _run_inprocess(cfg: dict[str, Any], setup: ServerSetup) -> None:
 
     workers = cfg["runtime"].get("workers") or os.cpu_count() or 1
     grid = InProcessGrid(
-        client_module.app, node_configs(cfg), client_run_config(cfg), workers=int(workers)
+        client_module.app,
+        node_configs(cfg),
+        client_run_config(cfg),
+        workers=int(workers),
+        threads=int(cfg["runtime"].get("client_threads", 1)),
     )
     try:
         server_app = make_server_app(setup)

@@ -7,7 +7,9 @@ copy of the message content (Flower's strategies share one RecordDict across
 a round's messages), turns a client exception into a Flower Error reply (the
 round goes on without that client), and with ``workers > 1`` runs clients in
 worker processes. Results do not depend on ``workers``: each client's work
-depends only on its message and Context, and replies come back in message order.
+depends only on its message and Context, replies come back in message order,
+and every client runs with the same number of torch threads (``threads``;
+a different thread count changes float summation order in some kernels).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import copy
 import logging
 import multiprocessing as mp
-import os
 import traceback
 import uuid
 from collections.abc import Iterable
@@ -73,6 +74,13 @@ def _worker_call(message: Message, context: Context) -> tuple[Message, Context]:
     return call_client(_WORKER_APP, message, context)
 
 
+def _start_method() -> str:
+    # fork: workers start in milliseconds and share the already-loaded data
+    # copy-on-write. Safe here because workers run torch with the thread count
+    # set in _init_worker (torch resets its pool after fork). spawn elsewhere.
+    return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
 class InProcessGrid(Grid):
     """A Grid over ``len(node_configs)`` virtual nodes running ``client_app``.
 
@@ -86,6 +94,8 @@ class InProcessGrid(Grid):
         Flower ``run_config`` (flat scalars) shared by all nodes.
     workers : int
         Processes running clients in parallel; 1 runs them in this process.
+    threads : int
+        torch threads each client trains with, whatever ``workers`` is.
     """
 
     def __init__(
@@ -94,12 +104,16 @@ class InProcessGrid(Grid):
         node_configs: list[dict[str, Any]],
         run_config: dict[str, Any],
         workers: int = 1,
+        threads: int = 1,
         run_id: int = 1,
     ) -> None:
         if workers < 1:
             raise ValueError(f"runtime.workers must be >= 1, got {workers}")
+        if threads < 1:
+            raise ValueError(f"runtime.client_threads must be >= 1, got {threads}")
         self.client_app = client_app
         self.workers = workers
+        self.threads = threads
         self._run = Run.create_empty(run_id)
         set_server_identity(run_id)
         self.contexts = {
@@ -158,21 +172,24 @@ class InProcessGrid(Grid):
 
     def _execute(self, messages: list[Message]) -> list[tuple[Message, Context]]:
         contexts = [self.contexts[m.metadata.dst_node_id] for m in messages]
-        if self.workers == 1 or len(messages) <= 1:
-            return [
-                call_client(self.client_app, m, c) for m, c in zip(messages, contexts, strict=True)
-            ]
+        if self.workers == 1:
+            saved = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                pairs = zip(messages, contexts, strict=True)
+                return [call_client(self.client_app, m, c) for m, c in pairs]
+            finally:
+                torch.set_num_threads(saved)
         pool = self._get_pool()
         return list(pool.map(_worker_call, messages, contexts))
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
-                mp_context=mp.get_context("spawn"),
+                mp_context=mp.get_context(_start_method()),
                 initializer=_init_worker,
-                initargs=(self.client_app, threads),
+                initargs=(self.client_app, self.threads),
             )
         return self._pool
 
