@@ -1,0 +1,136 @@
+"""Read run folders and group them by every swept setting except the seed.
+
+A run folder is what every runtime writes (``config.yaml``, ``metrics.jsonl``,
+``result.json``); reports read nothing else, so runs of any runtime compare. A
+Hydra job folder that died before writing ``config.yaml`` is still found through
+its ``.hydra/config.yaml`` and reported as failed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from fedlearn import records
+
+# Settings that never make runs different experiments.
+IGNORED = ("seed", "resume", "progress")
+
+
+@dataclass
+class Run:
+    """One run folder, read."""
+
+    path: Path
+    config: dict[str, Any]  # flattened: dotted keys -> scalar values
+    result: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    status: str  # completed | stopped | failed | incomplete
+    error: str | None = None
+    group: str = ""
+    series: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed", self.result.get("seed"))
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys; lists become their JSON text."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): json.dumps(tree) if isinstance(tree, list) else tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore
+    except Exception:  # noqa: BLE001 - a damaged config still lists the run as failed
+        return {}
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Folders under ``root`` holding a run's ``config.yaml`` or a Hydra job's ``.hydra/``."""
+    found = {p.parent for p in root.rglob(records.CONFIG) if ".hydra" not in p.parts}
+    found |= {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    return sorted(found)
+
+
+def read_run(path: Path) -> Run:
+    """One run folder; a missing or unfinished result makes the run failed/incomplete."""
+    cfg_path = path / records.CONFIG
+    config = _load_yaml(cfg_path if cfg_path.exists() else path / ".hydra" / "config.yaml")
+    config.pop("hydra", None)
+    result: dict[str, Any] = {}
+    res_path = path / records.RESULT
+    if res_path.exists():
+        try:
+            result = json.loads(res_path.read_text())
+        except json.JSONDecodeError:
+            result = {}
+    metrics = records.read_metrics(path)
+    if not result:
+        status, error = ("incomplete", "no result.json (still running, or killed)")
+        if not cfg_path.exists():
+            status, error = "failed", "the run never started (no config.yaml)"
+    else:
+        status, error = str(result.get("status", "failed")), result.get("error")
+    return Run(path, flatten(config), result, metrics, status, error)
+
+
+def _seed_like(runs: list[Run], key: str) -> bool:
+    """A key that equals the seed in every run (e.g. ``dataset.seed: ${seed}``)."""
+    return all(r.config.get(key) == r.seed for r in runs)
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """Settings whose values differ between runs: the sweep's axes, seed excluded."""
+    keys = sorted({k for r in runs for k in r.config})
+    out = []
+    for k in keys:
+        if k in IGNORED or k.startswith("hydra."):
+            continue
+        values = {json.dumps(r.config.get(k), sort_keys=True) for r in runs}
+        if len(values) > 1 and not _seed_like(runs, k):
+            out.append(k)
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
+def label_runs(runs: list[Run]) -> list[str]:
+    """Give each run its group label; return the swept axes.
+
+    The label starts with the strategy's class name, then ``key=value`` for every
+    other axis. A strategy's own settings (``strategy.proximal_mu``) appear only
+    when they vary between runs of that strategy.
+    """
+    axes = swept_keys(runs)
+    for run in runs:
+        target = str(run.config.get("strategy._target_") or run.result.get("strategy") or "?")
+        parts = [target.rsplit(".", 1)[-1]]
+        same = [r for r in runs if r.config.get("strategy._target_") == run.config.get(
+            "strategy._target_")]
+        for k in axes:
+            if k == "strategy._target_":
+                continue
+            if k.startswith("strategy.") and len({_short(r.config.get(k)) for r in same}) < 2:
+                continue
+            parts.append(f"{k}={_short(run.config.get(k))}")
+        run.group = " ".join(parts)
+    return axes
