@@ -194,4 +194,7 @@ def print_table(groups: list[Group], title: str) -> None:
         table.add_row(str(i), g.label, f"{len(g.ok)}/{len(g.runs)}", pm(g.stats["final_acc"]),
                       pm(g.stats["best_acc"], ci=False), pm(g.stats["final_loss"], ci=False),
                       target_cell(g), pm(g.stats["wall_seconds"], 1, ci=False), g.verdict + p)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: do not squeeze into 80 columns
+        console = Console(width=160)
+    console.print(table)
