@@ -55,3 +55,35 @@ def error_reply(node: int) -> Message:
 
 def values(record: ArrayRecord, key: str = "w") -> np.ndarray:
     return record[key].numpy()
+
+
+def simulate_small(strategy: str, run_dir: object, *extra: str) -> tuple[dict, list, dict]:
+    """A short in-process run with client sampling and unequal local steps.
+
+    Six clients with Dirichlet(0.5) label skew hold different amounts of data, so
+    one local epoch is a different number of steps on each; half are sampled a round.
+    Returns result.json, the metrics lines and the final checkpoint.
+    """
+    from pathlib import Path
+
+    from fedlearn import records
+    from fedlearn.experiment import simulate
+
+    result = simulate([
+        f"strategy={strategy}", "num_rounds=4", "num_clients=6", "strategy.fraction_train=0.5",
+        "strategy.min_train_nodes=2", "partitioner=dirichlet", "partitioner.alpha=0.5",
+        "client.local_epochs=3", "runtime.workers=1", "progress=false",
+        *extra,
+    ], run_dir=run_dir)
+    run_dir = Path(str(run_dir))
+    return result, records.read_metrics(run_dir), records.load_checkpoint(run_dir)
+
+
+def assert_learns(result: dict, lines: list) -> None:
+    """Completed, clients took unequal numbers of steps, accuracy clearly above the start."""
+    assert result["status"] == "completed", result["error"]
+    assert all(m["sampled"] == 3 for m in lines if m["round"] > 0)
+    steps = [m["train"]["num-steps"] for m in lines if m["round"] > 0]
+    assert any(s != round(s) for s in steps)  # a weighted mean of unequal step counts
+    best = max(m["central"]["accuracy"] for m in lines)
+    assert best > lines[0]["central"]["accuracy"] + 0.3

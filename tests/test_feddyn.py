@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ConfigRecord, Context, RecordDict
-from strategy_helpers import (
-    FakeGrid,
-    arrays,
-    error_reply,
-    reply,
-    task_identity,  # noqa: F401 - autouse fixture
-    values,
-)
 from torch import nn
 
 from fedlearn import training
 from fedlearn.app import client_strategies
 from fedlearn.strategies.feddyn import ALPHA_KEY, FedDyn
+from tests.strategy_helpers import (
+    FakeGrid,
+    arrays,
+    assert_learns,
+    error_reply,
+    reply,
+    simulate_small,
+    task_identity,  # noqa: F401 - autouse fixture
+    values,
+)
 
 
 def test_two_aggregation_steps_by_hand() -> None:
@@ -65,3 +67,12 @@ def test_client_objective_and_state() -> None:
         expected = 2.0 - alpha * (p.detach() - x0[k]).numpy()
         np.testing.assert_allclose(ctx.state[client_strategies.FEDDYN_STATE][k].numpy(), expected,
                                    atol=1e-6)
+
+
+@pytest.mark.slow
+def test_in_process_runtime_with_sampling(tmp_path) -> None:
+    result, lines, ckpt = simulate_small("feddyn", tmp_path)
+    assert_learns(result, lines)
+    assert any(np.abs(v).sum() > 0 for v in ckpt["strategy"]["h"].values())
+    holders = [n for n, st in ckpt["grid"].items() if client_strategies.FEDDYN_STATE in st]
+    assert 3 <= len(holders) <= 6

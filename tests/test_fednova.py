@@ -6,16 +6,18 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAvg
-from strategy_helpers import (
+
+from fedlearn.strategies.fednova import FedNova, normalizing_norm
+from tests.strategy_helpers import (
     FakeGrid,
     arrays,
+    assert_learns,
     error_reply,
     reply,
+    simulate_small,
     task_identity,  # noqa: F401 - autouse fixture
     values,
 )
-
-from fedlearn.strategies.fednova import FedNova, normalizing_norm
 
 
 def test_normalizing_norm() -> None:
@@ -60,3 +62,9 @@ def test_equal_steps_is_fedavg() -> None:
         reply(1, arrays(w=[0.0, 1.0]), 1, steps=3), reply(2, arrays(w=[1.0, -1.0]), 3, steps=3),
     ])
     np.testing.assert_allclose(new, values(ref), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_in_process_runtime_with_sampling(tmp_path) -> None:
+    result, lines, _ = simulate_small("fednova", tmp_path)
+    assert_learns(result, lines)

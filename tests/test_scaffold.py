@@ -7,19 +7,21 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.serverapp.exception import InconsistentMessageReplies
-from strategy_helpers import (
-    FakeGrid,
-    arrays,
-    error_reply,
-    reply,
-    task_identity,  # noqa: F401 - autouse fixture
-    values,
-)
 from torch import nn
 
 from fedlearn import training
 from fedlearn.app import client_strategies
 from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY, Scaffold
+from tests.strategy_helpers import (
+    FakeGrid,
+    arrays,
+    assert_learns,
+    error_reply,
+    reply,
+    simulate_small,
+    task_identity,  # noqa: F401 - autouse fixture
+    values,
+)
 
 
 def _configured(server_lr: float = 1.0, fraction: float = 0.5) -> Scaffold:
@@ -102,3 +104,18 @@ def test_client_correction_and_control_update() -> None:
         expected = -0.5 + x_minus_y / lr
         np.testing.assert_allclose(extra[DELTA_KEY][k].numpy(), expected, atol=1e-5)
         np.testing.assert_allclose(ctx.state["scaffold-ci"][k].numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_in_process_runtime_with_sampling(tmp_path) -> None:
+    result, lines, ckpt = simulate_small("scaffold", tmp_path / "w1")
+    assert_learns(result, lines)
+    control = ckpt["strategy"]["control"]
+    assert control and any(np.abs(v).sum() > 0 for v in control.values())
+    # Only clients that were sampled at least once hold a c_i (3 of 6 a round).
+    holders = [n for n, st in ckpt["grid"].items() if "scaffold-ci" in st]
+    assert 3 <= len(holders) <= 6
+    assert set(ckpt["grid"][holders[0]]["scaffold-ci"].keys()) == set(control)
+    # Client state survives worker processes: same run with 2 workers, same numbers.
+    result2, _, _ = simulate_small("scaffold", tmp_path / "w2", "runtime.workers=2")
+    assert result2["final"] == result["final"]

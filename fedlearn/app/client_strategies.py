@@ -27,6 +27,7 @@ from flwr.app import ArrayRecord, Context, RecordDict
 from torch import nn
 
 from fedlearn.strategies.feddyn import ALPHA_KEY
+from fedlearn.strategies.fednova import normalizing_norm
 from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY
 from fedlearn.training import GradHook, LossHook, TrainSettings
 
@@ -97,7 +98,14 @@ def _scaffold(
     side: ClientSide, c_record: ArrayRecord, context: Context, model: nn.Module,
     settings: TrainSettings, device: torch.device,
 ) -> None:
-    """SCAFFOLD option II (Karimireddy et al. 2020, Alg. 1 lines 10 and 12)."""
+    """SCAFFOLD option II (Karimireddy et al. 2020, Alg. 1 lines 10 and 12).
+
+    Option II estimates the client's mean gradient as ``(x - y) / (K lr)``, true for
+    plain SGD. With momentum ``rho`` the same gradients move the model about
+    ``1 / (1 - rho)`` times further, and that estimate would blow ``c_i`` up by as
+    much (training diverges at rho = 0.9); dividing by ``lr * ||a||_1`` instead,
+    FedNova's count of effective steps (``K`` for plain SGD), keeps it a mean gradient.
+    """
     x = _params(model, device)
     c = _tensors(c_record, x)
     c_i = _tensors(_state(context, SCAFFOLD_STATE), x)
@@ -112,7 +120,8 @@ def _scaffold(
         steps = int(metrics.get("num-steps", 0))
         y = _params(m, device)
         if steps > 0:
-            scale = 1.0 / (steps * settings.lr)
+            prox = settings.lr * settings.proximal_mu
+            scale = 1.0 / (settings.lr * normalizing_norm(steps, settings.momentum, prox))
             c_new = {k: c_i[k] - c[k] + scale * (x[k] - y[k]) for k in x}
         else:  # no local step: nothing learned about this client's drift
             c_new = c_i
