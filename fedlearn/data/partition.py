@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -44,7 +45,7 @@ def partition_indices(
         In one line naming the setting, when the partitioner cannot give every
         client at least one sample.
     """
-    name = partitioner["_target_"].rsplit(".", 1)[-1]
+    name = partitioner["_target_"].rsplit(".", 1)[-1].removesuffix("Partitioner").lower()
     natural = data.train_ids is not None
     if natural:
         ids = np.asarray(data.train_ids)
@@ -63,8 +64,11 @@ def partition_indices(
     part = _build(partitioner, num_clients, seed)
     part.dataset = table
     try:
-        # With NaturalIdPartitioner: one partition per id, the first num_clients kept.
-        out = [np.sort(np.asarray(part.load_partition(k)["idx"])) for k in range(num_clients)]
+        with warnings.catch_warnings():
+            # flwr-datasets warns on every retry of a hard Dirichlet draw; the error says enough.
+            warnings.simplefilter("ignore", UserWarning)
+            # With NaturalIdPartitioner: one partition per id, the first num_clients kept.
+            out = [np.sort(np.asarray(part.load_partition(k)["idx"])) for k in range(num_clients)]
     except ValueError as err:  # flwr-datasets' own explanation, on one line
         raise ValueError(f"partitioner={name} with num_clients={num_clients}: {err}") from None
     for k, idx in enumerate(out):

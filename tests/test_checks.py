@@ -1,0 +1,71 @@
+"""Bad input: one line naming the setting and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fedlearn.checks import ConfigError
+from fedlearn.experiment import simulate
+from tests.conftest import TINY
+
+CASES = [
+    (["strategy=fedfoo"], "unknown strategy 'fedfoo'; choose from: bulyan"),
+    (["model=resnet"], "unknown model 'resnet'; choose from:"),
+    (["dataset=imagenet"], "unknown dataset 'imagenet'; choose from:"),
+    (["partitioner=zipf"], "unknown partitioner 'zipf'; choose from:"),
+    (["num_clients=0"], "num_clients must be an integer >= 1, got 0"),
+    (["num_rounds=0"], "num_rounds must be an integer >= 1"),
+    (["strategy.fraction_train=1.5"], r"strategy.fraction_train must be in \(0, 1\], got 1.5"),
+    (["strategy.fraction_train=0"], r"strategy.fraction_train must be in \(0, 1\]"),
+    (["strategy.fraction_evaluate=-0.1"], r"strategy.fraction_evaluate must be in \[0, 1\]"),
+    (["strategy.min_train_nodes=9"], "strategy.min_train_nodes=9 exceeds num_clients=4"),
+    (["strategy.min_available_nodes=5"], "strategy.min_available_nodes=5 exceeds num_clients=4"),
+    (["strategy=krum", "strategy.num_malicious_nodes=1"],
+     "strategy=krum with num_malicious_nodes=1 needs at least 5 clients per round, but samples 4"),
+    (["strategy=bulyan", "strategy.num_malicious_nodes=1"],
+     "strategy=bulyan with num_malicious_nodes=1 needs at least 7 clients per round"),
+    (["strategy=multikrum", "strategy.num_nodes_to_select=6"],
+     "strategy.num_nodes_to_select=6 exceeds the 4 clients sampled"),
+    (["client.lr=-1"], "client.lr must be > 0"),
+    (["num_clients=150", "dataset.max_samples=200"],
+     "partitioner=iid leaves client 10 with 1 sample.* each client needs at least 2"),
+    (["partitioner=pathological", "num_clients=150", "dataset.max_samples=200"],
+     "partitioner=pathological with num_clients=150: Label: 0 is needed"),
+    (["partitioner=dirichlet", "partitioner.alpha=0.001", "num_clients=100",
+      "dataset.max_samples=200"], "partitioner=dirichlet with num_clients=100"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", CASES)
+def test_bad_setting_is_one_clear_line(overrides: list[str], message: str, tmp_path) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        simulate([*TINY, *overrides], run_dir=tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_model_that_does_not_fit_the_data(tmp_path) -> None:
+    with pytest.raises(ValueError, match="model=LSTM does not fit image data"):
+        simulate([*TINY, "model=lstm"], run_dir=tmp_path)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_and_exits_2(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()",
+         "num_clients=0", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "fedlearn: error: num_clients must be an integer >= 1, got 0"
+    proc = subprocess.run(
+        [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()", "strategy=nope"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1

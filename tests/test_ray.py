@@ -1,0 +1,28 @@
+"""The Ray runtime (Flower's simulation engine) runs the same app with the same results."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedlearn.experiment import simulate
+from tests.conftest import TINY, metrics_without_timings
+
+
+@pytest.mark.slow
+def test_ray_runs_two_rounds_like_inprocess(tmp_path) -> None:
+    no_workers = [o for o in TINY if not o.startswith("runtime.workers")]
+    ray_result = simulate([*no_workers, "runtime=ray"], run_dir=tmp_path / "ray")
+    assert ray_result["status"] == "completed" and ray_result["rounds_completed"] == 2
+    simulate(TINY, run_dir=tmp_path / "inproc")
+    ray_lines = metrics_without_timings(tmp_path / "ray")
+    local_lines = metrics_without_timings(tmp_path / "inproc")
+    assert [m["central"] for m in ray_lines] == [m["central"] for m in local_lines]
+
+
+def test_ray_resources_are_checked() -> None:
+    from fedlearn.runtime.ray import backend_config
+
+    with pytest.raises(ValueError, match="runtime.client_resources.num_cpus must be > 0"):
+        backend_config({"client_resources": {"num_cpus": 0}})
+    cfg = backend_config({"client_resources": {"num_cpus": 1, "num_gpus": 0.25}})
+    assert cfg["client_resources"] == {"num_cpus": 1.0, "num_gpus": 0.25}
