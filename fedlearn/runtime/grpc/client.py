@@ -1,0 +1,250 @@
+"""The client process: connect, run a Flower ClientApp on each message, reply.
+
+A client keeps one Flower :class:`~flwr.app.Context` for the whole run (node
+id, node_config, ``state`` RecordDict, the run_config the server sends at
+registration), across reconnects. When the stream breaks it reconnects with
+exponential backoff; the server gives it the same node id (derived from its
+identity), so it rejoins later rounds. It exits when the server says the run
+is over, when the server refuses it (authentication, protocol version), or
+after ``reconnect_timeout`` seconds without a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import random
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedlearn.runtime.grpc import fedlearn_pb2 as pb
+from fedlearn.runtime.grpc import fedlearn_pb2_grpc as pb_grpc
+from fedlearn.runtime.grpc import security
+from fedlearn.runtime.grpc.serde import (
+    Assembler,
+    FrameError,
+    chunk_frames,
+    config_from_proto,
+    config_to_proto,
+    message_from_bytes,
+    message_parts,
+)
+from fedlearn.runtime.grpc.settings import MIB, PROTOCOL_VERSION, log
+from fedlearn.runtime.inprocess import CLIENT_EXCEPTION
+
+FATAL = {
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+class Refused(RuntimeError):
+    """The server refused this client for good (no point in reconnecting)."""
+
+
+@dataclass
+class ClientSettings:
+    """How a client reaches the server and who it is.
+
+    ``node_name`` names the node when the server has no authentication (with
+    tokens or certificates the server names it); by default a name unique to
+    this process, kept across reconnects.
+    """
+
+    address: str
+    node_config: dict[str, Any] = field(default_factory=dict)
+    app: str = "fedlearn.app.client_app:app"
+    insecure: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token_file: str | None = None
+    node_name: str | None = None
+    reconnect_timeout: float = 300.0
+    max_backoff: float = 5.0
+    max_message_mb: float = 1024.0
+
+
+def load_app(spec: str) -> ClientApp:
+    """Import a ClientApp named ``module:attr`` (``--app``)."""
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"--app={spec!r}: expected 'package.module:attribute'")
+    try:
+        app = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"--app={spec!r}: cannot import ({err})") from None
+    if not isinstance(app, ClientApp):
+        raise ValueError(f"--app={spec!r} is a {type(app).__name__}, not a flwr ClientApp")
+    return app
+
+
+class GrpcClient:
+    """One node: its connection, its Context, its ClientApp."""
+
+    def __init__(self, settings: ClientSettings, app: ClientApp | None = None) -> None:
+        self.s = settings
+        self.app = app or load_app(settings.app)
+        self.context: Context | None = None
+        self.name = settings.node_name or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        self.token = security.read_token(settings.token_file) if settings.token_file else None
+        if not settings.insecure:
+            self.creds = security.channel_credentials(settings.tls_ca, settings.tls_cert,
+                                                      settings.tls_key)
+        self.handled = 0  # messages answered, for tests and logs
+
+    def _channel(self) -> grpc.aio.Channel:
+        options = [
+            ("grpc.max_receive_message_length", 64 * MIB + MIB),
+            ("grpc.max_send_message_length", 64 * MIB + MIB),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ]
+        if self.s.insecure:
+            return grpc.aio.insecure_channel(self.s.address, options=options)
+        return grpc.aio.secure_channel(self.s.address, self.creds, options=options)
+
+    async def run(self) -> int:
+        """Serve until the run is over (0) or the server is gone or refuses us (1)."""
+        backoff = 0.2
+        last_ok = time.monotonic()
+        while True:
+            try:
+                connected = await self._session()
+                if connected is None:
+                    return 0
+                if connected:
+                    last_ok, backoff = time.monotonic(), 0.2
+            except Refused as err:
+                log.error("server %s refused this client: %s", self.s.address, err)
+                return 1
+            if time.monotonic() - last_ok > self.s.reconnect_timeout:
+                log.error("server %s unreachable for %.0f s; giving up", self.s.address,
+                          self.s.reconnect_timeout)
+                return 1
+            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.s.max_backoff)
+
+    async def _session(self) -> bool | None:
+        """One connection: None when the run finished, else whether it got welcomed."""
+        welcomed = False
+        metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
+        async with self._channel() as channel:
+            call = pb_grpc.FleetStub(channel).Connect(metadata=metadata)
+            outbox: asyncio.Queue = asyncio.Queue()
+            tasks: list[asyncio.Task] = []
+            try:
+                hello = pb.Hello(protocol_version=PROTOCOL_VERSION, node_name=self.name,
+                                 node_config=config_to_proto(self.s.node_config))
+                await call.write(pb.ClientFrame(hello=hello))
+                first = await call.read()
+                if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
+                    raise FrameError("the server did not answer Hello with Welcome")
+                welcome = first.welcome
+                welcomed = True
+                self._join(welcome)
+                inbox: asyncio.Queue = asyncio.Queue()
+                tasks = [
+                    asyncio.create_task(self._writer(call, outbox)),
+                    asyncio.create_task(self._heartbeats(outbox, welcome.heartbeat_interval)),
+                    asyncio.create_task(self._worker(inbox, outbox, welcome.max_chunk_bytes)),
+                ]
+                assembler = Assembler(int(self.s.max_message_mb * MIB))
+                while True:
+                    frame = await call.read()
+                    if frame is grpc.aio.EOF:
+                        log.warning("server closed the stream; reconnecting")
+                        return welcomed
+                    kind = frame.WhichOneof("kind")
+                    if kind == "chunk":
+                        data = assembler.add(frame.chunk)
+                        if data is not None:
+                            inbox.put_nowait(data)
+                    elif kind == "finished":
+                        log.info("run over: %s", frame.finished.reason)
+                        await inbox.join()  # a reply in progress is not cut off
+                        await outbox.join()
+                        return None
+                    elif kind == "notice":
+                        log.warning("server: %s", frame.notice.text)
+            except grpc.aio.AioRpcError as err:
+                if err.code() in FATAL:
+                    raise Refused(f"{err.code().name}: {err.details()}") from None
+                log.warning("connection to %s lost (%s: %s); reconnecting", self.s.address,
+                            err.code().name, err.details())
+                return welcomed
+            except FrameError as err:
+                log.warning("bad frame from server (%s); reconnecting", err)
+                return welcomed
+            finally:
+                for task in tasks:
+                    task.cancel()
+                call.cancel()
+
+    def _join(self, welcome: pb.Welcome) -> None:
+        run_config = config_from_proto(welcome.run_config)
+        if self.context is None:
+            self.context = Context(run_id=welcome.run_id, node_id=welcome.node_id,
+                                   node_config=dict(self.s.node_config), state=RecordDict(),
+                                   run_config=run_config)
+        else:  # a reconnect: same state, the server's current run
+            self.context.run_id, self.context.node_id = welcome.run_id, welcome.node_id
+            self.context.run_config = run_config
+        log.info("joined as node %d (%s)", welcome.node_id, self.name)
+
+    async def _writer(self, call: Any, outbox: asyncio.Queue) -> None:
+        while True:
+            frame = await outbox.get()
+            try:
+                await call.write(frame)
+            finally:
+                outbox.task_done()
+
+    async def _heartbeats(self, outbox: asyncio.Queue, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            outbox.put_nowait(pb.ClientFrame(heartbeat=pb.Heartbeat()))
+
+    async def _worker(self, inbox: asyncio.Queue, outbox: asyncio.Queue, chunk: int) -> None:
+        seq = 0
+        while True:
+            data = await inbox.get()
+            try:
+                frames = await asyncio.to_thread(self._handle, data, chunk, seq + 1)
+                if frames:
+                    seq += 1
+                    for frame in frames:
+                        outbox.put_nowait(frame)
+            finally:
+                inbox.task_done()
+
+    def _handle(self, data: bytes, chunk: int, seq: int) -> list[pb.ClientFrame]:
+        """Run the ClientApp on one message (in a worker thread); the reply's frames."""
+        try:
+            msg = message_from_bytes(data)
+        except FrameError as err:
+            log.warning("dropped a message from the server: %s", err)
+            return []
+        try:
+            reply = self.app(msg, self.context)
+        except Exception as err:  # the strategy sees a failed node, the run goes on
+            log.error("ClientApp failed on %s: %s", msg.metadata.message_type,
+                      traceback.format_exc(limit=3))
+            reply = Message(Error(CLIENT_EXCEPTION, f"{type(err).__name__}: {err}"), reply_to=msg)
+        self.handled += 1
+        return [pb.ClientFrame(chunk=c) for c in chunk_frames(seq, message_parts(reply), chunk)]
+
+
+def run_client(settings: ClientSettings, app: ClientApp | None = None) -> int:
+    """Run one client to the end of the run; return the process exit code."""
+    return asyncio.run(GrpcClient(settings, app).run())

@@ -1,0 +1,254 @@
+"""``GrpcGrid``: Flower's Grid over the clients connected to fedlearn's server.
+
+The strategy's thread calls the Grid; the gRPC server's event loop owns the
+streams. They meet here, under one lock:
+
+- ``push_messages`` serializes each message (a model shared by many messages
+  once) and hands it to the destination's stream at once
+  (``loop.call_soon_threadsafe``): there is no polling interval.
+- The event loop calls :meth:`deliver` as soon as a reply is whole, and
+  :meth:`unregister` as soon as a stream ends; both wake the strategy's
+  thread through a condition variable.
+- ``send_and_receive`` returns one reply per sent message, in the order sent.
+  A message whose client disconnected, timed out or replied with NaN/Inf gets
+  a Flower Error reply, so the strategy counts it as a failure and aggregates
+  the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.serverapp.grid import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedlearn.app.tracking import NO_REPLY, NON_FINITE_UPDATE
+from fedlearn.runtime.grpc.serde import message_parts
+from fedlearn.runtime.grpc.settings import log
+
+
+@dataclass(eq=False)
+class Session:
+    """One connected client stream (owned by the event loop)."""
+
+    node_id: int
+    identity: str
+    node_config: dict[str, Any]
+    outq: asyncio.Queue
+    loop: asyncio.AbstractEventLoop
+    last_seen: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    def send(self, item: tuple) -> None:
+        """Queue an item for the stream's writer, from any thread."""
+        self.loop.call_soon_threadsafe(self.outq.put_nowait, item)
+
+    def order(self) -> tuple:
+        """Sort key: partition id first, so nodes list in the in-process runtime's order."""
+        pid = self.node_config.get("partition-id")
+        return (0, int(pid), self.identity) if isinstance(pid, int) else (1, 0, self.identity)
+
+
+@dataclass
+class _Pending:
+    message: Message
+    session: Session
+
+
+class GrpcGrid(Grid):
+    """A Flower Grid whose nodes are the connected gRPC clients.
+
+    Parameters
+    ----------
+    run_config : dict
+        Flat scalars sent to every client at registration.
+    round_timeout : float, optional
+        Upper bound on any ``send_and_receive`` wait.
+    """
+
+    def __init__(
+        self, run_config: dict[str, Any], round_timeout: float | None = None, run_id: int = 1
+    ) -> None:
+        self.run_config = dict(run_config)
+        self.round_timeout = round_timeout
+        self._run: Run = Run.create_empty(run_id)
+        self._cond = threading.Condition()
+        self._sessions: dict[int, Session] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._replies: dict[str, Message] = {}
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.refused = 0  # replies refused (NaN/Inf, wrong type, stray)
+        self.last_wire_bytes: tuple[int, int] | None = None
+        self.set_run(Run.create_empty(run_id))
+
+    # ----- Flower's Grid -----
+    def set_run(self, run: Run) -> None:
+        """Set the run this grid serves (and the process's Flower task identity)."""
+        self._run = run
+        # Flower's Message() reads the sender's identity from TaskIdentity; a
+        # SuperLink sets it for a ServerApp process, this server does it here.
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = run.run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+
+    @property
+    def run(self) -> Run:
+        """The current run."""
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """A new instruction message (Flower's deprecated helper, kept for old code)."""
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> list[int]:
+        """Connected node ids, ordered by partition id then identity."""
+        with self._cond:
+            return [s.node_id for s in sorted(self._sessions.values(), key=Session.order)]
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Send each message to its node's stream now; return the message ids."""
+        cache: dict[int, bytes] = {}
+        ids = []
+        for msg in messages:
+            mid = uuid.uuid4().hex
+            msg.metadata.__dict__["_message_id"] = mid
+            msg.metadata.__dict__["_run_id"] = self._run.run_id
+            with self._cond:
+                session = self._sessions.get(msg.metadata.dst_node_id)
+                if session is None:
+                    self._fail(mid, msg, ErrorCode.NODE_UNAVAILABLE, "node is not connected")
+                    ids.append(mid)
+                    continue
+                self._pending[mid] = _Pending(msg, session)
+            parts = message_parts(msg, cache)
+            session.send(("msg", parts))
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """Replies that have arrived for ``message_ids`` (each returned once)."""
+        with self._cond:
+            return [self._replies.pop(m) for m in message_ids if m in self._replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        """Send, wait (without polling) for every reply, return them in the order sent."""
+        before = (self.bytes_sent, self.bytes_received)
+        ids = self.push_messages(messages)
+        limits = [t for t in (timeout, self.round_timeout) if t is not None]
+        deadline = time.monotonic() + min(limits) if limits else None
+        with self._cond:
+            while not all(m in self._replies for m in ids):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(left)
+            for mid in ids:
+                if mid not in self._replies and mid in self._pending:
+                    pending = self._pending.pop(mid)
+                    waited = min(limits)
+                    log.warning("node %d: no reply within %.1f s", pending.session.node_id, waited)
+                    self._fail(mid, pending.message, NO_REPLY,
+                               f"no reply within {waited} s")
+            replies = [self._replies.pop(m) for m in ids]
+        # Frames that crossed the wire during this exchange (fedlearn's TrackingGrid reads it).
+        self.last_wire_bytes = (self.bytes_sent - before[0], self.bytes_received - before[1])
+        return replies
+
+    # ----- called by the server -----
+    def wait_for_nodes(self, count: int, timeout: float) -> int:
+        """Block until ``count`` nodes are connected or ``timeout`` passes; return the count."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._sessions) < count and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            return len(self._sessions)
+
+    def register(self, session: Session) -> None:
+        """Add a connected node; an older stream of the same node is closed."""
+        with self._cond:
+            old = self._sessions.get(session.node_id)
+            self._sessions[session.node_id] = session
+            self._cond.notify_all()
+        if old is not None:
+            log.info("node %d (%s) reconnected; closing its old stream", old.node_id, old.identity)
+            self.unregister(old, "replaced by a new connection")
+            old.send(("close", "replaced by a new connection"))
+
+    def unregister(self, session: Session, reason: str) -> None:
+        """Drop a node whose stream ended; its pending messages get Error replies now."""
+        with self._cond:
+            if session.closed:
+                return
+            session.closed = True
+            if self._sessions.get(session.node_id) is session:
+                del self._sessions[session.node_id]
+            lost = [m for m, p in self._pending.items() if p.session is session]
+            for mid in lost:
+                self._fail(mid, self._pending.pop(mid).message, ErrorCode.NODE_UNAVAILABLE,
+                           f"client disconnected: {reason}")
+            self._cond.notify_all()
+        if lost:
+            log.warning("node %d (%s) dropped from %d pending message(s): %s",
+                        session.node_id, session.identity, len(lost), reason)
+
+    def deliver(self, session: Session, reply: Message, nonfinite: list[str]) -> str | None:
+        """Hand a client's reply to the waiting strategy; return why it was refused, if it was."""
+        mid = reply.metadata.reply_to_message_id
+        with self._cond:
+            pending = self._pending.get(mid)
+            if pending is None or pending.session is not session:
+                self.refused += 1
+                return f"reply to unknown or expired message {mid!r} ignored"
+            del self._pending[mid]
+            sent = pending.message
+            if reply.metadata.message_type != sent.metadata.message_type:
+                self.refused += 1
+                why = (f"reply of type {reply.metadata.message_type!r} to a"
+                       f" {sent.metadata.message_type!r} message")
+                self._fail(mid, sent, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, why)
+                self._cond.notify_all()
+                return why
+            if nonfinite:
+                self.refused += 1
+                why = f"update refused: NaN/Inf in {', '.join(nonfinite[:3])}"
+                self._fail(mid, sent, NON_FINITE_UPDATE, why)
+                self._cond.notify_all()
+                return why
+            # The stream's authenticated node is the source, whatever the client wrote.
+            reply.metadata.__dict__["_src_node_id"] = session.node_id
+            self._replies[mid] = reply
+            self._cond.notify_all()
+            return None
+
+    def finish(self, reason: str) -> list[Session]:
+        """Tell every connected client that the run is over."""
+        with self._cond:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.send(("finish", reason))
+        return sessions
+
+    def _fail(self, mid: str, sent: Message, code: int, reason: str) -> None:
+        """Store an Error reply for ``sent`` (caller holds the lock)."""
+        reply = Message(Error(code=code, reason=reason), reply_to=sent)
+        reply.metadata.__dict__["_src_node_id"] = sent.metadata.dst_node_id
+        self._replies[mid] = reply
