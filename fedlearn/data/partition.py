@@ -13,7 +13,6 @@ import warnings
 from functools import lru_cache
 from typing import Any
 
-import datasets
 import numpy as np
 from hydra.utils import get_class
 
@@ -55,6 +54,8 @@ def partition_indices(
                 f"num_clients={num_clients} but the dataset has {available} natural clients;"
                 f" allowed: 1..{available}"
             )
+    import datasets  # imported here: 0.8 s of start-up that only partitioning needs
+
     # Shuffle once with the seed: IidPartitioner shards contiguously.
     order = np.random.default_rng(seed).permutation(len(data.train_y))
     columns = {LABEL: data.train_y.numpy()[order], "idx": order}
