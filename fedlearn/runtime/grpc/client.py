@@ -38,7 +38,6 @@ from fedlearn.runtime.grpc.serde import (
     message_parts,
 )
 from fedlearn.runtime.grpc.settings import MIB, PROTOCOL_VERSION, log
-from fedlearn.runtime.inprocess import CLIENT_EXCEPTION
 
 FATAL = {
     grpc.StatusCode.UNAUTHENTICATED,
@@ -172,8 +171,6 @@ class GrpcClient:
                             inbox.put_nowait(data)
                     elif kind == "finished":
                         log.info("run over: %s", frame.finished.reason)
-                        await inbox.join()  # a reply in progress is not cut off
-                        await outbox.join()
                         return None
                     elif kind == "notice":
                         log.warning("server: %s", frame.notice.text)
@@ -238,6 +235,8 @@ class GrpcClient:
         try:
             reply = self.app(msg, self.context)
         except Exception as err:  # the strategy sees a failed node, the run goes on
+            from fedlearn.runtime.inprocess import CLIENT_EXCEPTION  # (imports torch: lazily)
+
             log.error("ClientApp failed on %s: %s", msg.metadata.message_type,
                       traceback.format_exc(limit=3))
             reply = Message(Error(CLIENT_EXCEPTION, f"{type(err).__name__}: {err}"), reply_to=msg)

@@ -124,7 +124,7 @@ class GrpcGrid(Grid):
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         """Send each message to its node's stream now; return the message ids."""
-        cache: dict[int, bytes] = {}
+        cache: dict[int, list[bytes]] = {}
         ids = []
         for msg in messages:
             mid = uuid.uuid4().hex

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc import fedlearn_pb2_grpc as pb_grpc
@@ -72,6 +73,8 @@ class FleetServicer(pb_grpc.FleetServicer):
             first = await asyncio.wait_for(requests.__anext__(), HELLO_TIMEOUT)
         except (StopAsyncIteration, asyncio.TimeoutError):
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "expected a Hello frame first") from None
+        except DecodeError as err:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed frame: {err}") from None
         kind = first.WhichOneof("kind")
         if kind != "hello":
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected Hello first, got {kind}")
@@ -177,9 +180,10 @@ class FleetServicer(pb_grpc.FleetServicer):
                 if data is not None:
                     await self._deliver(session, data)
             session.outq.put_nowait(("close", "client closed its stream"))
-        except FrameError as err:
-            log.warning("node %d (%s): %s", session.node_id, session.identity, err)
-            session.outq.put_nowait(("abort", grpc.StatusCode.INVALID_ARGUMENT, str(err)))
+        except (FrameError, DecodeError) as err:
+            text = str(err) if isinstance(err, FrameError) else f"malformed frame: {err}"
+            log.warning("node %d (%s): %s", session.node_id, session.identity, text)
+            session.outq.put_nowait(("abort", grpc.StatusCode.INVALID_ARGUMENT, text))
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             return
 

@@ -1,0 +1,130 @@
+"""Bad input, NaN updates, slow clients and a 100 MB model on the gRPC runtime."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from flwr.app import Message, MetricRecord, RecordDict
+
+from fedlearn.runtime import set_server_identity
+from fedlearn.runtime.grpc import fedlearn_pb2 as pb
+from fedlearn.runtime.grpc.serde import chunk_frames, message_parts
+from fedlearn.runtime.grpc.settings import PROTOCOL_VERSION
+from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _hello(version: int = PROTOCOL_VERSION) -> bytes:
+    hello = pb.Hello(protocol_version=version, node_name="x")
+    return pb.ClientFrame(hello=hello).SerializeToString()
+
+
+def _chunk(seq: int, data: bytes, total: int | None = None) -> bytes:
+    chunk = pb.Chunk(seq=seq, total_bytes=len(data) if total is None else total, data=data)
+    return pb.ClientFrame(chunk=chunk).SerializeToString()
+
+
+def _stray_reply() -> bytes:
+    """A well-formed Flower reply to a message the server never sent."""
+    set_server_identity(1)
+    sent = Message(RecordDict(), 5, "train", group_id="1")
+    sent.metadata.__dict__["_message_id"] = "never-sent"
+    reply = Message(RecordDict({"metrics": MetricRecord({"num-examples": 1})}), reply_to=sent)
+    frames = chunk_frames(1, [b"".join(message_parts(reply))], 1 << 20)
+    return pb.ClientFrame(chunk=next(frames)).SerializeToString()
+
+
+def _attack(port: int, frames: list[bytes], hold: float = 0.0) -> tuple[list[str], Any]:
+    """Send raw frames; return the kinds of frames received and the error ending the stream."""
+    def requests():
+        yield from frames
+        time.sleep(hold)  # keep the stream open to see how the server answers
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        connect = channel.stream_stream("/fedlearn.grpc.v1.Fleet/Connect",
+                                        request_serializer=lambda b: b,
+                                        response_deserializer=pb.ServerFrame.FromString)
+        kinds: list[str] = []
+        try:
+            for frame in connect(requests(), timeout=10):
+                kinds.append(frame.WhichOneof("kind"))
+        except grpc.RpcError as err:
+            return kinds, err
+    return kinds, None
+
+
+def test_bad_frames_and_nan_updates_are_refused_while_serving_others():
+    grid, server, port = start_server(chunk_mb=0.25, max_message_mb=2)
+    try:
+        good = [ThreadClient(port, f"good-{k}", {"partition-id": k}) for k in range(2)]
+        nan = ThreadClient(port, "nan", {"partition-id": 5, "nan": True})
+        grid.wait_for_nodes(3, 20)
+        cases = [  # (frames, expected code, words in the reason)
+            ([b"\xff\x01garbage"], grpc.StatusCode.INVALID_ARGUMENT, "malformed frame"),
+            ([_hello(), b"\xff\x01garbage"], grpc.StatusCode.INVALID_ARGUMENT, "malformed"),
+            ([_chunk(1, b"abc")], grpc.StatusCode.INVALID_ARGUMENT, "expected Hello first"),
+            ([_hello(99)], grpc.StatusCode.FAILED_PRECONDITION, "protocol version 99"),
+            ([_hello(), _hello()], grpc.StatusCode.INVALID_ARGUMENT, "unexpected hello frame"),
+            ([_hello(), _chunk(1, b"x" * (2 << 20))], grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+            ([_hello(), _chunk(1, b"x", total=3 << 20)], grpc.StatusCode.INVALID_ARGUMENT,
+             "exceeds max_message_bytes"),
+            ([_hello(), _chunk(1, b"\xff\xffnot-flower")], grpc.StatusCode.INVALID_ARGUMENT,
+             "not a Flower message"),
+        ]
+        for frames, code, words in cases:
+            _, err = _attack(port, frames, hold=2.0)
+            assert err.code() == code, (frames[:1], err)
+            assert words in (err.details() or "")
+        # A reply to a message never sent: a notice; the stream stays up until we leave.
+        kinds, err = _attack(port, [_hello(), _stray_reply()], hold=1.0)
+        assert kinds[0] == "welcome" and "notice" in kinds and err is None
+        assert grid.refused == 1
+        grid.wait_for_nodes(3, 5)
+        assert len(grid.get_node_ids()) == 3  # only the real clients remain
+        final = run_fedavg(grid, 3, rounds=2)
+        # The NaN reply fails every round; the good ones (10 x +1, 11 x +2) are averaged.
+        np.testing.assert_allclose(final, np.full(4, 2 * 32 / 21), rtol=1e-6)
+        assert grid.refused == 3
+        server.finish()
+        assert [c.join() for c in (*good, nan)] == [0, 0, 0]
+    finally:
+        server.stop()
+
+
+def test_round_timeout_drops_a_silent_client():
+    grid, server, port = start_server(round_timeout=1.0, finish_grace=0.5)
+    try:
+        fast = ThreadClient(port, "fast", {"partition-id": 0})
+        slow = ThreadClient(port, "slow", {"partition-id": 1, "train-sleep": 4.0})
+        t0 = time.monotonic()
+        final = run_fedavg(grid, 2)
+        assert time.monotonic() - t0 < 4.0  # did not wait for the slow client
+        np.testing.assert_allclose(final, np.ones(4))  # only the fast client's +1
+        server.finish()
+        assert fast.join() == 0
+        slow.join(10)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_100mb_model_round_trip():
+    grid, server, port = start_server()
+    try:
+        client = ThreadClient(port, "big", {"partition-id": 0})
+        size = 25 * (1 << 20)  # float32: 100 MiB
+        t0 = time.monotonic()
+        final = run_fedavg(grid, 1, size=size)
+        seconds = time.monotonic() - t0
+        assert final.shape == (size,) and final[0] == 1.0 and final[-1] == 1.0
+        assert grid.bytes_sent > 2 * size * 4  # train + evaluate messages, in 1 MiB chunks
+        print(f"100 MiB model: train + evaluate round trip in {seconds:.1f} s")
+        server.finish()
+        assert client.join() == 0
+    finally:
+        server.stop()

@@ -1,0 +1,118 @@
+"""Unit tests of the gRPC runtime's pieces: serde, chunking, settings, credentials."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.serde import message_to_proto
+
+from fedlearn.runtime import set_server_identity
+from fedlearn.runtime.grpc import fedlearn_pb2 as pb
+from fedlearn.runtime.grpc import security
+from fedlearn.runtime.grpc.serde import (
+    Assembler,
+    FrameError,
+    chunk_frames,
+    config_from_proto,
+    config_to_proto,
+    message_from_bytes,
+    message_parts,
+    nonfinite_arrays,
+)
+from fedlearn.runtime.grpc.settings import DeploySettings
+
+
+def _message(values: np.ndarray) -> Message:
+    set_server_identity(1)
+    content = RecordDict({"arrays": ArrayRecord([values]), "config": ConfigRecord({"lr": 0.1})})
+    msg = Message(content, 7, "train", group_id="1")
+    msg.metadata.__dict__["_message_id"] = "m1"
+    return msg
+
+
+def test_message_round_trips_through_chunks_and_shares_content():
+    msg = _message(np.arange(10_000, dtype=np.float32))
+    cache: dict[int, list[bytes]] = {}
+    parts = message_parts(msg, cache)
+    assert message_parts(msg, cache)[1] is parts[1]  # a shared model is serialized once
+    asm = Assembler(max_message_bytes=1 << 20)
+    frames = list(chunk_frames(1, parts, chunk_bytes=4096))
+    assert len(frames) > 5 and all(len(f.data) <= 4096 for f in frames)
+    out = [asm.add(f) for f in frames]
+    assert all(o is None for o in out[:-1])
+    back = message_from_bytes(out[-1])
+    assert back.metadata.message_id == "m1" and back.metadata.dst_node_id == 7
+    np.testing.assert_array_equal(back.content["arrays"].to_numpy_ndarrays()[0],
+                                  np.arange(10_000, dtype=np.float32))
+    assert back.content["config"]["lr"] == 0.1
+
+
+def test_encoding_is_flowers_own_byte_for_byte():
+    set_server_identity(1)
+    content = RecordDict({
+        "arrays": ArrayRecord([np.arange(6, dtype=np.float64).reshape(2, 3),
+                               np.zeros(0, np.float32), np.array(3, np.int64)]),
+        "empty": ArrayRecord(),
+        "metrics": MetricRecord({"loss": 0.25, "n": 3}),
+        "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True}),
+    })
+    msg = Message(content, 3, "evaluate", group_id="2")
+    msg.metadata.__dict__["_message_id"] = "abc"
+    expected = message_to_proto(msg).SerializeToString(deterministic=True)
+    assert b"".join(message_parts(msg)) == expected
+    back = message_from_bytes(expected)
+    assert back.content["config"]["name"] == "x" and list(back.content["empty"].keys()) == []
+
+
+def test_assembler_refuses_bad_frames():
+    asm = Assembler(max_message_bytes=100)
+    with pytest.raises(FrameError, match="exceeds max_message_bytes=100"):
+        asm.add(pb.Chunk(seq=1, total_bytes=101, offset=0, data=b"x"))
+    asm.add(pb.Chunk(seq=2, total_bytes=10, offset=0, data=b"12345"))
+    with pytest.raises(FrameError, match="does not continue"):
+        asm.add(pb.Chunk(seq=2, total_bytes=10, offset=7, data=b"x"))
+    asm = Assembler(max_message_bytes=100)
+    asm.add(pb.Chunk(seq=1, total_bytes=10, offset=0, data=b"12345"))
+    with pytest.raises(FrameError, match="interleaves"):
+        asm.add(pb.Chunk(seq=3, total_bytes=10, offset=5, data=b"12345"))
+    with pytest.raises(FrameError, match="not a Flower message"):
+        message_from_bytes(b"\xff\xff\xff garbage")
+
+
+def test_nonfinite_arrays_and_config_values():
+    assert nonfinite_arrays(_message(np.ones(4, dtype=np.float32))) == []
+    bad = np.ones(4, dtype=np.float32)
+    bad[2] = np.inf
+    assert len(nonfinite_arrays(_message(bad))) == 1
+    config = {"a": 1, "b": 0.5, "c": "x", "d": True}
+    assert config_from_proto(config_to_proto(config)) == config
+    with pytest.raises(ValueError, match="not a scalar"):
+        config_to_proto({"l": [1]})
+
+
+def test_settings_refuse_unsafe_or_unknown(tmp_path):
+    with pytest.raises(ValueError, match="tls.cert and runtime.tls.key are required"):
+        DeploySettings.from_dict({"address": "127.0.0.1:1"})
+    with pytest.raises(ValueError, match="runtime.bogus: unknown setting"):
+        DeploySettings.from_dict({"bogus": 1, "insecure": True})
+    with pytest.raises(ValueError, match="clients must authenticate"):
+        DeploySettings.from_dict({"tls": {"cert": "c", "key": "k"}})
+    ok = DeploySettings.from_dict({"insecure": True, "chunk_mb": 0.5, "name": "grpc"})
+    assert ok.chunk_bytes == 512 * 1024
+
+
+def test_tokens_file_and_identities(tmp_path):
+    path = tmp_path / "tokens.txt"
+    path.write_text("# clients\nalice aaaaaaaaaaaaaaaaaaaa\nbob bbbbbbbbbbbbbbbbbbbbbbbb\n")
+    tokens = security.load_tokens(path)
+    md = (("authorization", "Bearer bbbbbbbbbbbbbbbbbbbbbbbb"),)
+    assert security.identity_from_token(md, tokens) == "bob"
+    assert security.identity_from_token((("authorization", "Bearer nope"),), tokens) is None
+    assert security.node_id_for("bob") == security.node_id_for("bob") != security.node_id_for("al")
+    assert 0 < security.node_id_for("bob") < 2**63
+    path.write_text("alice short\n")
+    with pytest.raises(ValueError, match="line 1"):
+        security.load_tokens(path)
+    with pytest.raises(ValueError, match="no such file"):
+        security.read_token(tmp_path / "missing")
