@@ -87,3 +87,25 @@ def assert_learns(result: dict, lines: list) -> None:
     assert any(s != round(s) for s in steps)  # a weighted mean of unequal step counts
     best = max(m["central"]["accuracy"] for m in lines)
     assert best > lines[0]["central"]["accuracy"] + 0.3
+
+
+def assert_grpc_matches_inprocess(strategy: str, tmp: object) -> None:
+    """Same run over gRPC (client processes, Context kept per connection) and in-process:
+    the same numbers every round. Two rounds with every client: round 2 uses round 1's
+    client state; the strategy's extra records travel through fedlearn's gRPC messages."""
+    from pathlib import Path
+
+    from fedlearn import records
+    from fedlearn.experiment import simulate
+
+    base = [f"strategy={strategy}", "num_clients=3", "num_rounds=2", "dataset.max_samples=300",
+            "client.max_steps=4", "partitioner=dirichlet", "partitioner.alpha=0.5",
+            "progress=false"]
+    tmp = Path(str(tmp))
+    grpc = simulate([*base, "runtime=grpc", "runtime.insecure=true"], run_dir=tmp / "grpc")
+    local = simulate([*base, "runtime.workers=1"], run_dir=tmp / "inprocess")
+    assert grpc["status"] == "completed", grpc["error"]
+    central = [[m.get("central") for m in records.read_metrics(tmp / d)] for d in ("grpc",
+                                                                              "inprocess")]
+    assert central[0] == central[1]
+    assert grpc["final"] == local["final"]

@@ -14,6 +14,7 @@ from fedlearn.strategies.feddyn import ALPHA_KEY, FedDyn
 from tests.strategy_helpers import (
     FakeGrid,
     arrays,
+    assert_grpc_matches_inprocess,
     assert_learns,
     error_reply,
     reply,
@@ -76,3 +77,8 @@ def test_in_process_runtime_with_sampling(tmp_path) -> None:
     assert any(np.abs(v).sum() > 0 for v in ckpt["strategy"]["h"].values())
     holders = [n for n, st in ckpt["grid"].items() if client_strategies.FEDDYN_STATE in st]
     assert 3 <= len(holders) <= 6
+
+
+@pytest.mark.slow
+def test_grpc_runtime_matches_in_process(tmp_path) -> None:
+    assert_grpc_matches_inprocess("feddyn", tmp_path)

@@ -11,6 +11,7 @@ from fedlearn.strategies.fednova import FedNova, normalizing_norm
 from tests.strategy_helpers import (
     FakeGrid,
     arrays,
+    assert_grpc_matches_inprocess,
     assert_learns,
     error_reply,
     reply,
@@ -68,3 +69,8 @@ def test_equal_steps_is_fedavg() -> None:
 def test_in_process_runtime_with_sampling(tmp_path) -> None:
     result, lines, _ = simulate_small("fednova", tmp_path)
     assert_learns(result, lines)
+
+
+@pytest.mark.slow
+def test_grpc_runtime_matches_in_process(tmp_path) -> None:
+    assert_grpc_matches_inprocess("fednova", tmp_path)

@@ -15,6 +15,7 @@ from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY, Scaffold
 from tests.strategy_helpers import (
     FakeGrid,
     arrays,
+    assert_grpc_matches_inprocess,
     assert_learns,
     error_reply,
     reply,
@@ -119,3 +120,8 @@ def test_in_process_runtime_with_sampling(tmp_path) -> None:
     # Client state survives worker processes: same run with 2 workers, same numbers.
     result2, _, _ = simulate_small("scaffold", tmp_path / "w2", "runtime.workers=2")
     assert result2["final"] == result["final"]
+
+
+@pytest.mark.slow
+def test_grpc_runtime_matches_in_process(tmp_path) -> None:
+    assert_grpc_matches_inprocess("scaffold", tmp_path)
