@@ -192,17 +192,20 @@ def _run_inprocess(cfg: dict[str, Any], setup: ServerSetup) -> None:
     from fedlearn.runtime.inprocess import InProcessGrid
 
     workers = cfg["runtime"].get("workers") or os.cpu_count() or 1
+    threads = int(cfg["runtime"].get("client_threads", 1))
     grid = InProcessGrid(
-        client_module.app,
-        node_configs(cfg),
-        client_run_config(cfg),
-        workers=int(workers),
-        threads=int(cfg["runtime"].get("client_threads", 1)),
+        client_module.app, node_configs(cfg), client_run_config(cfg), int(workers), threads
     )
+    # The server's own work (aggregation, central evaluation) uses the same thread
+    # count: small kernels run slower on two threads than on one, badly so when
+    # the cores are busy.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         server_app = make_server_app(setup)
         server_app(
             grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
         )
     finally:
+        torch.set_num_threads(saved)
         grid.close()
