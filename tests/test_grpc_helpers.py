@@ -59,6 +59,24 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
+slow_app = ClientApp()  # fedlearn's own ClientApp, slowed by node_config "train-sleep"
+
+
+@slow_app.train()
+def slow_train(msg: Message, context: Context) -> Message:
+    from fedlearn.app import client_app
+
+    time.sleep(float(context.node_config.get("train-sleep", 0.0)))
+    return client_app.train(msg, context)
+
+
+@slow_app.evaluate()
+def slow_evaluate(msg: Message, context: Context) -> Message:
+    from fedlearn.app import client_app
+
+    return client_app.evaluate(msg, context)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

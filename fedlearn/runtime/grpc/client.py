@@ -247,3 +247,12 @@ class GrpcClient:
 def run_client(settings: ClientSettings, app: ClientApp | None = None) -> int:
     """Run one client to the end of the run; return the process exit code."""
     return asyncio.run(GrpcClient(settings, app).run())
+
+
+def run_clients(settings: list[ClientSettings], app: ClientApp | None = None) -> list[int]:
+    """Many nodes in one process (load tests): one event loop, one connection each."""
+
+    async def all_of_them() -> list[int]:
+        return list(await asyncio.gather(*(GrpcClient(s, app).run() for s in settings)))
+
+    return asyncio.run(all_of_them())

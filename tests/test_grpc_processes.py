@@ -1,0 +1,118 @@
+"""The gRPC runtime end to end with real processes on 127.0.0.1.
+
+Same weights as the in-process runtime; a client killed mid-round (the round
+completes without it, it restarts and rejoins); the server killed and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord
+from flwr.serverapp.strategy import FedAvg
+
+from fedlearn import records
+from fedlearn.app.server_app import ServerSetup, run_rounds
+from fedlearn.experiment import simulate
+from fedlearn.runtime.grpc import security
+from tests.test_grpc_helpers import REPO, free_port, spawn_client, start_server, stop, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+SMALL = ["dataset.max_samples=300", "num_clients=3", "num_rounds=3", "client.max_steps=3",
+         "progress=false"]
+
+
+def test_same_final_weights_as_inprocess(tmp_path):
+    a = simulate([*SMALL, "runtime=inprocess", "runtime.workers=1"], tmp_path / "inprocess")
+    b = simulate([*SMALL, "runtime=grpc"], tmp_path / "grpc")  # self-signed TLS + tokens
+    assert a["status"] == b["status"] == "completed" and b["rounds_completed"] == 3
+    wa = torch.load(tmp_path / "inprocess" / records.MODEL)
+    wb = torch.load(tmp_path / "grpc" / records.MODEL)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    assert a["final"] == b["final"]
+    assert (tmp_path / "grpc" / "certs" / "ca.pem").exists()
+    assert b["bytes_sent"] > 0 and b["bytes_received"] > 0
+
+
+def _read_until(proc: subprocess.Popen, text: str) -> None:
+    for line in proc.stdout:
+        if text in line.decode():
+            return
+    raise AssertionError(f"client exited before printing {text!r}")
+
+
+def test_client_killed_mid_round_completes_without_it_and_rejoins(tmp_path):
+    grid, server, port = start_server(heartbeat_interval=1.0, heartbeat_timeout=5.0)
+    procs = [spawn_client(port, f"c{k}", "--partition-id", str(k), "--num-partitions", "3",
+                          log=tmp_path / f"c{k}.log") for k in range(2)]
+    victim = spawn_client(port, "c2", "--partition-id", "2", "--num-partitions", "3",
+                          "--node-config", "train-sleep=60", "--node-config", "sleep-round=2")
+    procs.append(victim)
+    setup = ServerSetup(
+        strategy=FedAvg(min_available_nodes=3), initial_arrays=ArrayRecord([np.zeros(4)]),
+        num_rounds=3, run_dir=tmp_path, round_timeout=60, checkpoint_every=0)
+    try:
+        assert grid.wait_for_nodes(3, 60) == 3
+        runner = threading.Thread(target=run_rounds, args=(setup, grid), daemon=True)
+        runner.start()
+        _read_until(victim, "TRAIN 2")  # c2 is training in round 2 ...
+        victim.kill()  # ... and dies; it restarts at once under the same name (node id)
+        log = tmp_path / "c2-again.log"
+        procs.append(spawn_client(port, "c2", "--partition-id", "2", "--num-partitions", "3",
+                                  log=log))
+        runner.join(60)
+        r2 = records.read_metrics(tmp_path)[1]
+        assert (r2["round"], r2["sampled"], r2["succeeded"], r2["failed"]) == (2, 3, 2, 1)
+        assert r2["seconds"] < 30  # dropped when its stream closed, not at the 60 s timeout
+        assert setup.result["status"] == "completed"
+        r3 = records.read_metrics(tmp_path)[2]
+        assert (r3["sampled"], r3["succeeded"]) == (3, 3)
+        assert f"TRAIN 3 {security.node_id_for('c2')}" in log.read_text()
+        server.finish()
+        assert [p.wait(20) for p in procs[:2]] == [0, 0]
+    finally:
+        server.stop()
+        stop(procs)
+
+
+def test_server_killed_and_resumed_completes_all_rounds(tmp_path):
+    port, run_dir = free_port(), tmp_path / "run"
+    args = [sys.executable, "-m", "fedlearn.runtime.grpc.cli", "server", "num_clients=2",
+            "num_rounds=5", "dataset.max_samples=300", "client.max_steps=3", "progress=false",
+            "runtime.insecure=true", f"runtime.address=127.0.0.1:{port}",
+            f"hydra.run.dir={run_dir}"]
+    server = subprocess.Popen(args, cwd=REPO)
+    clients = [spawn_client(port, f"c{k}", "--partition-id", str(k), "--num-partitions", "2",
+                            "--node-config", "train-sleep=0.5",
+                            app_spec="tests.test_grpc_helpers:slow_app",
+                            log=tmp_path / f"c{k}.log") for k in range(2)]
+    procs = [server, *clients]
+    try:
+        wait_for(lambda: len(records.read_metrics(run_dir)) >= 3, 90, "round 2")  # 0, 1, 2
+        server.kill()
+        server.wait(10)
+        done = max(m["round"] for m in records.read_metrics(run_dir))
+        assert done < 5, "the run ended before the server was killed"
+        server = subprocess.Popen([*args, f"resume={run_dir}"], cwd=REPO)
+        procs.append(server)
+        assert server.wait(90) == 0
+        result = json.loads((run_dir / records.RESULT).read_text())
+        assert result["status"] == "completed" and result["rounds_completed"] == 5
+        rounds = [m["round"] for m in records.read_metrics(run_dir) if m["round"] > 0]
+        assert rounds == [1, 2, 3, 4, 5]
+        assert [c.wait(20) for c in clients] == [0, 0]
+        for k in range(2):  # reconnected under the same node id, same process and Context
+            joins = [ln for ln in (tmp_path / f"c{k}.log").read_text().splitlines()
+                     if "joined as node" in ln]
+            assert len(joins) >= 2 and len({ln.split("joined as node")[1] for ln in joins}) == 1
+    finally:
+        stop(procs)
