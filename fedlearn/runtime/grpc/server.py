@@ -105,7 +105,6 @@ class FleetServicer(pb_grpc.FleetServicer):
             session = Session(security.node_id_for(identity), identity, node_config,
                               asyncio.Queue(), loop)
             yield pb.ServerFrame(welcome=self._welcome(session))
-            self.grid.register(session)
             log.info("node %d (%s) connected from %s", session.node_id, identity, context.peer())
             reader = asyncio.create_task(self._read(session, request_iterator))
             try:
@@ -167,12 +166,17 @@ class FleetServicer(pb_grpc.FleetServicer):
     async def _read(self, session: Session, requests: AsyncIterator[pb.ClientFrame]) -> None:
         """Reassemble and deliver the client's replies; refuse bad frames."""
         assembler = Assembler(self.s.max_message_bytes)
+        ready = False
         try:
             async for frame in requests:
                 session.last_seen = time.monotonic()
                 self.grid.bytes_received += frame.ByteSize()
                 kind = frame.WhichOneof("kind")
                 if kind == "heartbeat":
+                    continue
+                if kind == "ready" and not ready:
+                    ready = True
+                    self.grid.register(session)
                     continue
                 if kind != "chunk":
                     raise FrameError(f"unexpected {kind} frame after Hello")
