@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -126,5 +127,29 @@ def test_100mb_model_round_trip():
         print(f"100 MiB model: train + evaluate round trip in {seconds:.1f} s")
         server.finish()
         assert client.join() == 0
+    finally:
+        server.stop()
+
+
+def test_silent_client_is_dropped_at_heartbeat_timeout():
+    """A client whose connection stays open but says nothing (a hung host) is dropped."""
+    grid, server, port = start_server(heartbeat_interval=0.5, heartbeat_timeout=1.5,
+                                      round_timeout=30.0)
+    try:
+        ready = pb.ClientFrame(ready=pb.Ready()).SerializeToString()
+        holder = threading.Thread(target=lambda: out.append(_attack(port, [_hello(), ready],
+                                                                    hold=6.0)))
+        out: list = []
+        holder.start()
+        assert grid.wait_for_nodes(1, 10) == 1
+        t0 = time.monotonic()
+        set_server_identity(1)
+        msg = Message(RecordDict(), grid.get_node_ids()[0], "train", group_id="1")
+        (reply,) = grid.send_and_receive([msg], timeout=30)
+        assert reply.has_error() and "heartbeat timeout" in reply.error.reason
+        assert time.monotonic() - t0 < 5  # not the 30 s round timeout
+        holder.join(10)
+        kinds, err = out[0]
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "chunk" in kinds
     finally:
         server.stop()

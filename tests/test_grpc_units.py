@@ -116,3 +116,21 @@ def test_tokens_file_and_identities(tmp_path):
         security.load_tokens(path)
     with pytest.raises(ValueError, match="no such file"):
         security.read_token(tmp_path / "missing")
+
+
+def test_client_flags_become_node_config_or_one_line_errors(tmp_path):
+    from fedlearn.runtime.grpc.cli import client_parser, client_settings
+
+    def settings(*argv: str):
+        return client_settings(client_parser().parse_args(["--server", "h:1", *argv]))
+
+    s = settings("--insecure", "--partition-id", "2", "--num-partitions", "4",
+                 "--data", "root=/data/me", "--node-config", "k=0.5", "--device", "cpu")
+    assert s.node_config == {"partition-id": 2, "num-partitions": 4, "dataset.root": "/data/me",
+                             "k": 0.5, "device": "cpu"}
+    with pytest.raises(ValueError, match="--tls-ca is required"):
+        settings()
+    with pytest.raises(ValueError, match="--partition-id needs --num-partitions"):
+        settings("--insecure", "--partition-id", "3")
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        settings("--insecure", "--data", "nokey")

@@ -86,6 +86,7 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
     log.info("fedlearn server listening on %s", settings.address.rsplit(":", 1)[0] + f":{port}")
     procs: list[subprocess.Popen] = []
     logs = setup.run_dir / "clients"
+    reason = "run failed"
     try:
         if n_local:
             logs.mkdir(exist_ok=True)
@@ -96,15 +97,16 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
         wanted = int(settings.min_clients)
         got = grid.wait_for_nodes(wanted, settings.wait_timeout)
         if got < wanted:
-            raise RuntimeError(
+            raise ValueError(
                 f"runtime.min_clients={wanted}: only {got} client(s) connected within"
                 f" runtime.wait_timeout={settings.wait_timeout} s"
             )
         context = Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(),
                           run_config={})
         make_server_app(setup)(grid, context)
-        server.finish(f"run {setup.result.get('status', 'over')}")
+        reason = f"run {setup.result.get('status', 'over')}"
     finally:
+        server.finish(reason)  # clients exit instead of retrying a server that is gone
         server.stop()
         _reap(procs)
 
