@@ -10,7 +10,7 @@ from fedlearn.data import DataSpec
 from fedlearn.models import build_model
 from fedlearn.models.lstm import LSTM
 
-from .text_model_helpers import fits_repeated_pattern, step_on_shakespeare_fixture
+from .text_model_helpers import fits_last_character, step_on_shakespeare_fixture
 
 TEXT = DataSpec(input_shape=(80,), num_classes=81, kind="text")
 CFG = {"_target_": "fedlearn.models.lstm.LSTM", "embed_dim": 8, "hidden": 32, "layers": 2}
@@ -34,8 +34,8 @@ def test_forward_backward_on_uint8_characters():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_learns_a_repeated_pattern():
-    assert fits_repeated_pattern(CFG, steps=60) == 1.0
+def test_predicts_from_the_last_position():
+    assert fits_last_character(CFG, steps=80, lr=0.03) == 1.0
 
 
 def test_refuses_images_and_bad_sizes():

@@ -10,7 +10,7 @@ from fedlearn.data import DataSpec
 from fedlearn.models import build_model
 from fedlearn.models.transformer import Transformer
 
-from .text_model_helpers import fits_repeated_pattern, step_on_shakespeare_fixture
+from .text_model_helpers import fits_last_character, step_on_shakespeare_fixture
 
 TEXT = DataSpec(input_shape=(80,), num_classes=81, kind="text")
 CFG = {"_target_": "fedlearn.models.transformer.Transformer", "width": 32, "heads": 4,
@@ -46,8 +46,8 @@ def test_mask_is_causal_and_not_a_weight():
         torch.testing.assert_close(h2[:, :40], h[:, :40].detach())
 
 
-def test_learns_a_repeated_pattern():
-    assert fits_repeated_pattern(CFG, steps=40) == 1.0
+def test_predicts_from_the_last_position():
+    assert fits_last_character({**CFG, "width": 16}, steps=40) == 1.0
 
 
 def test_refuses_images_bad_widths_and_long_inputs():
