@@ -109,3 +109,45 @@ def assert_grpc_matches_inprocess(strategy: str, tmp: object) -> None:
                                                                               "inprocess")]
     assert central[0] == central[1]
     assert grpc["final"] == local["final"]
+
+
+def label_split_rounds(strategy: object, rounds: int, lr: float, steps: int) -> float:
+    """Full-batch federated training of a linear classifier on digits split by label
+    (client 1: digits 0-4, client 2: 5-9), strategy and client side driven by hand.
+    Returns the global model's cross-entropy on all the data: a convex problem where
+    client drift is the only obstacle, so drift correction must show."""
+    import torch
+    from flwr.app import ConfigRecord, Context
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    from fedlearn import training
+    from fedlearn.app import client_strategies
+
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x / 16, dtype=torch.float32), torch.tensor(y)
+    parts = [torch.where(y < 5)[0], torch.where(y >= 5)[0]]
+    torch.manual_seed(0)
+    model = nn.Linear(64, 10)
+    weights = ArrayRecord(model.state_dict())
+    contexts = [Context(run_id=1, node_id=i + 1, node_config={}, state=RecordDict(),
+                        run_config={}) for i in range(2)]
+    settings = training.TrainSettings(lr=lr, batch_size=len(y), local_epochs=steps)
+    cpu = torch.device("cpu")
+    for rnd in range(1, rounds + 1):
+        replies = []
+        for msg in strategy.configure_train(rnd, weights, ConfigRecord({"lr": lr}), FakeGrid(2)):
+            i = msg.metadata.dst_node_id - 1
+            model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+            side = client_strategies.setup(msg.content, contexts[i], model, settings, cpu)
+            metrics = training.train(model, x[parts[i]], y[parts[i]], settings, cpu,
+                                     torch.Generator(), side.loss_hooks, side.grad_hooks)
+            content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
+                                  "metrics": MetricRecord(metrics)})
+            for key, record in side.finish(model, metrics).items():
+                content[key] = record
+            replies.append(Message(content=content, metadata=_metadata(i + 1)))
+        weights, _ = strategy.aggregate_train(rnd, replies)
+    model.load_state_dict(weights.to_torch_state_dict())
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(x), y))

@@ -17,6 +17,7 @@ from tests.strategy_helpers import (
     assert_grpc_matches_inprocess,
     assert_learns,
     error_reply,
+    label_split_rounds,
     reply,
     simulate_small,
     task_identity,  # noqa: F401 - autouse fixture
@@ -82,3 +83,12 @@ def test_in_process_runtime_with_sampling(tmp_path) -> None:
 @pytest.mark.slow
 def test_grpc_runtime_matches_in_process(tmp_path) -> None:
     assert_grpc_matches_inprocess("feddyn", tmp_path)
+
+
+def test_corrects_client_drift_on_a_label_split() -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    fedavg = label_split_rounds(FedAvg(min_train_nodes=2), rounds=15, lr=1.0, steps=20)
+    feddyn = label_split_rounds(FedDyn(alpha=0.01, min_train_nodes=2), rounds=15, lr=1.0,
+                                steps=20)
+    assert feddyn < 0.8 * fedavg, (feddyn, fedavg)

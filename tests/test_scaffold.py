@@ -18,6 +18,7 @@ from tests.strategy_helpers import (
     assert_grpc_matches_inprocess,
     assert_learns,
     error_reply,
+    label_split_rounds,
     reply,
     simulate_small,
     task_identity,  # noqa: F401 - autouse fixture
@@ -125,3 +126,11 @@ def test_in_process_runtime_with_sampling(tmp_path) -> None:
 @pytest.mark.slow
 def test_grpc_runtime_matches_in_process(tmp_path) -> None:
     assert_grpc_matches_inprocess("scaffold", tmp_path)
+
+
+def test_corrects_client_drift_on_a_label_split() -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    fedavg = label_split_rounds(FedAvg(min_train_nodes=2), rounds=15, lr=1.0, steps=20)
+    scaffold = label_split_rounds(Scaffold(min_train_nodes=2), rounds=15, lr=1.0, steps=20)
+    assert scaffold < 0.8 * fedavg, (scaffold, fedavg)
