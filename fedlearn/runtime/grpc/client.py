@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib
+import logging
 import random
 import socket
 import sys
@@ -180,8 +181,10 @@ class GrpcClient:
             except grpc.aio.AioRpcError as err:
                 if err.code() in FATAL:
                     raise Refused(f"{err.code().name}: {err.details()}") from None
-                log.warning("connection to %s lost (%s: %s); reconnecting", self.s.address,
-                            err.code().name, err.details())
+                # Before the first connection the server may simply not be up yet.
+                level = logging.WARNING if self.context is not None else logging.INFO
+                log.log(level, "no connection to %s (%s: %s); retrying", self.s.address,
+                        err.code().name, err.details())
                 return welcomed
             except FrameError as err:
                 log.warning("bad frame from server (%s); reconnecting", err)

@@ -6,11 +6,17 @@ the lead's ServerApp runs unchanged against a :class:`GrpcGrid`. With
 runtime=grpc``) it also starts that many ``fedlearn-client`` processes, one
 partition each, with a CA, certificates and tokens generated into the run
 folder's ``certs/`` (or plaintext on loopback with ``runtime.insecure=true``).
-``fedlearn-server`` sets ``local_clients=0`` and only serves.
+``fedlearn-server`` sets ``local_clients=0`` and only serves. Local clients are
+forked from this process where the platform allows it (they share its loaded
+libraries and data), before any gRPC object exists.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing as mp
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -44,7 +50,10 @@ def _local_settings(settings: DeploySettings, run_dir: Path, n: int) -> tuple[De
             f"runtime.address={settings.address}: local clients need a loopback address"
             " (127.0.0.1:PORT)"
         )
-    settings.address = "127.0.0.1:0"
+    # A fixed free port: local clients are forked before the server starts (see _fork_client).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        settings.address = f"127.0.0.1:{sock.getsockname()[1]}"
     pki = None
     if not settings.insecure and not settings.tls.cert:
         pki = make_pki(run_dir / "certs", [f"client-{k}" for k in range(n)])
@@ -54,10 +63,9 @@ def _local_settings(settings: DeploySettings, run_dir: Path, n: int) -> tuple[De
     return settings, pki
 
 
-def client_command(port: int, k: int, n: int, cfg: dict[str, Any], pki: Any) -> list[str]:
-    """The command line of local client ``k`` of ``n``."""
-    cmd = [sys.executable, "-m", "fedlearn.runtime.grpc.cli", "client",
-           "--server", f"127.0.0.1:{port}", "--node-name", f"client-{k}",
+def client_args(port: int, k: int, n: int, cfg: dict[str, Any], pki: Any) -> list[str]:
+    """The ``fedlearn-client`` arguments of local client ``k`` of ``n``."""
+    cmd = ["--server", f"127.0.0.1:{port}", "--node-name", f"client-{k}",
            "--partition-id", str(k), "--num-partitions", str(n),
            "--threads", str(int(cfg["runtime"].get("client_threads") or 1)),
            "--reconnect-timeout", str(float(cfg["runtime"].get("wait_timeout", 300)))]
@@ -67,6 +75,46 @@ def client_command(port: int, k: int, n: int, cfg: dict[str, Any], pki: Any) -> 
         name = f"client-{k}"
         cmd += ["--tls-ca", str(pki.ca), "--token-file", str(pki.client_tokens[name])]
     return cmd
+
+
+def _client_child(argv: list[str], log_file: str) -> None:
+    """A forked local client: its own log file and logging, then ``fedlearn-client``."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the server's Hydra handlers are not ours
+        root.removeHandler(handler)
+    from fedlearn.runtime.grpc.cli import client_main
+
+    client_main(argv)
+
+
+def _start_client(argv: list[str], log_file: Path) -> Any:
+    """Fork where possible: the child shares the loaded libraries, data and partitions
+    (seconds per client on a small machine); otherwise a fresh ``fedlearn-client``."""
+    if "fork" in mp.get_all_start_methods():
+        proc = mp.get_context("fork").Process(target=_client_child, args=(argv, str(log_file)),
+                                              name=argv[argv.index("--node-name") + 1])
+        proc.start()
+        return proc
+    with open(log_file, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "fedlearn.runtime.grpc.cli", "client",
+                                 *argv], stdout=out, stderr=subprocess.STDOUT)
+
+
+def _prepare_fork(cfg: dict[str, Any], n: int) -> None:
+    """Load in this process what every forked client needs: the ClientApp's modules, the
+    partitions, and torch's lazily imported training code (hundreds of modules)."""
+    if "fork" not in mp.get_all_start_methods():
+        return
+    from fedlearn.runtime.grpc.client import ClientSettings, GrpcClient
+
+    client = GrpcClient(ClientSettings(address="127.0.0.1:1", insecure=True))
+    client.context = Context(run_id=0, node_id=0, node_config={"partition-id": 0,
+                             "num-partitions": n}, state=RecordDict(),
+                             run_config=client_run_config(cfg))
+    client._warm_up()
 
 
 def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
@@ -80,20 +128,22 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
     if n_local:
         settings, pki = _local_settings(settings, setup.run_dir, n_local)
     settings.validate()
+    procs: list[Any] = []
+    logs = setup.run_dir / "clients"
+    if n_local:
+        # Clients first (forked before any gRPC object exists); they retry until we listen.
+        _prepare_fork(cfg, n_local)
+        logs.mkdir(exist_ok=True)
+        port = int(settings.address.rsplit(":", 1)[1])
+        for k in range(n_local):
+            procs.append(_start_client(client_args(port, k, n_local, cfg, pki),
+                                       logs / f"client-{k}.log"))
     grid = GrpcGrid(client_run_config(cfg), round_timeout=settings.round_timeout)
     server = GrpcServer(grid, settings)
-    port = server.start()
-    log.info("fedlearn server listening on %s", settings.address.rsplit(":", 1)[0] + f":{port}")
-    procs: list[subprocess.Popen] = []
-    logs = setup.run_dir / "clients"
     reason = "run failed"
     try:
-        if n_local:
-            logs.mkdir(exist_ok=True)
-            for k in range(n_local):
-                with open(logs / f"client-{k}.log", "ab") as out:
-                    procs.append(subprocess.Popen(client_command(port, k, n_local, cfg, pki),
-                                                  stdout=out, stderr=subprocess.STDOUT))
+        port = server.start()
+        log.info("fedlearn server listening on %s:%d", settings.address.rsplit(":", 1)[0], port)
         wanted = int(settings.min_clients)
         got = grid.wait_for_nodes(wanted, settings.wait_timeout)
         if got < wanted:
@@ -111,12 +161,19 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
         _reap(procs)
 
 
-def _reap(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+def _reap(procs: list[Any], timeout: float = 10.0) -> None:
     """Wait for local clients to exit; kill those that do not (never leave orphans)."""
     deadline = time.monotonic() + timeout
     for proc in procs:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        left = max(0.1, deadline - time.monotonic())
+        if isinstance(proc, subprocess.Popen):
+            try:
+                proc.wait(left)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        else:
+            proc.join(left)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
