@@ -141,10 +141,17 @@ def test_axes_other_than_strategy(tmp_path: Path) -> None:
             cfg["partitioner"] = {"alpha": alpha}
             (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     write_run(tmp_path / "avg0", "FedAvg", 0, [0.1, 0.6])
-    labels = {g.label for g in build_report(tmp_path, show=False)}
-    assert "FedProx partitioner.alpha=0.1 strategy.proximal_mu=0.01" in labels
+    groups = build_report(tmp_path, show=False)
+    labels = {g.label for g in groups}
+    assert "FedProx strategy.proximal_mu=0.01 partitioner.alpha=0.1" in labels
     assert "FedAvg partitioner.alpha=-" in labels  # FedAvg has no proximal_mu to show
     assert len(labels) == 5
+    # Strategies are ranked within each setting of the other axes: one best per block.
+    assert sorted(g.block for g in groups if g.verdict == "best") == [
+        "partitioner.alpha=-", "partitioner.alpha=0.1", "partitioner.alpha=1"]
+    md = (tmp_path / "report.md").read_text()
+    assert "### partitioner.alpha=0.1" in md
+    assert "axes besides the seed: strategy, strategy.proximal_mu, partitioner.alpha" in md
 
 
 def test_empty_folder_says_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

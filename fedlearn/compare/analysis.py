@@ -70,6 +70,7 @@ class Group:
     """Runs that differ only by seed, and their statistics over the completed ones."""
 
     label: str
+    block: str  # swept settings other than the strategy's; ranking is within a block
     runs: list[Run]
     figures: list[RunFigures]  # of the completed runs, same order as ``ok``
     stats: dict[str, Summary | None]
@@ -79,6 +80,13 @@ class Group:
     received_to_target: Summary | None
     p_value: float | None = None  # Welch vs the top group's final accuracy
     verdict: str = ""
+
+    @property
+    def name(self) -> str:
+        """The label without the block part (the strategy and its varied settings)."""
+        if self.block and self.label.endswith(self.block):
+            return self.label[: -len(self.block)].strip()
+        return self.label
 
     @property
     def ok(self) -> list[Run]:
@@ -99,7 +107,7 @@ def build_groups(runs: list[Run], target: float | None) -> list[Group]:
                  for m in METRICS}
         hit = [f for f in figs if f.target_round is not None]
         groups.append(Group(
-            label, members, figs, stats, len(hit),
+            label, members[0].block, members, figs, stats, len(hit),
             summarize([f.target_round for f in hit]),
             summarize([f.target_sent for f in hit]),
             summarize([f.target_received for f in hit]),
@@ -114,27 +122,35 @@ def auto_target(runs: list[Run]) -> float | None:
     return math.floor(0.9 * max(means) * 100) / 100 if means else None
 
 
+def blocks(groups: list[Group]) -> list[str]:
+    """Block labels in first-seen order."""
+    return list(dict.fromkeys(g.block for g in groups))
+
+
 def rank(groups: list[Group], metric: str = "final_acc") -> list[Group]:
-    """Sort by mean ``metric`` (higher first) and test each group against the top one.
+    """Within each block, sort by mean ``metric`` (higher first) and test each group
+    against the block's top one.
 
     Welch's two-sided t-test on per-seed values; ``p >= ALPHA`` means the gap to the
     top group is within seed-to-seed noise. Groups without completed runs go last.
     """
-    scored = [g for g in groups if g.stats[metric] is not None]
-    scored.sort(key=lambda g: -g.stats[metric].mean)  # type: ignore[union-attr]
-    rest = [g for g in groups if g.stats[metric] is None]
-    for g in rest:
-        g.verdict = "no completed run"
-    if not scored:
-        return rest
-    top = scored[0]
-    top.verdict = "best"
-    for g in scored[1:]:
-        test = welch(top.values(metric), g.values(metric))
-        if test is None:
-            g.p_value, g.verdict = None, "untested (needs >= 2 seeds each)"
-            continue
-        g.p_value = test[2]
-        g.verdict = ("within noise of best" if g.p_value >= ALPHA
-                     else "worse than best")
-    return scored + rest
+    out: list[Group] = []
+    for block in blocks(groups):
+        members = [g for g in groups if g.block == block]
+        scored = [g for g in members if g.stats[metric] is not None]
+        scored.sort(key=lambda g: -g.stats[metric].mean)  # type: ignore[union-attr]
+        rest = [g for g in members if g.stats[metric] is None]
+        for g in rest:
+            g.verdict = "no completed run"
+        if scored:
+            top = scored[0]
+            top.verdict = "best"
+            for g in scored[1:]:
+                test = welch(top.values(metric), g.values(metric))
+                if test is None:
+                    g.p_value, g.verdict = None, "untested (needs >= 2 seeds each)"
+                    continue
+                g.p_value = test[2]
+                g.verdict = "within noise of best" if g.p_value >= ALPHA else "worse than best"
+        out += scored + rest
+    return out

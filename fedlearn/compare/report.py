@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from fedlearn.compare.analysis import ALPHA, METRICS, Group
+from fedlearn.compare.analysis import ALPHA, METRICS, Group, blocks
 from fedlearn.compare.stats import Summary
 
 SUMMARY_CSV, RUNS_CSV, REPORT_MD = "summary.csv", "runs.csv", "report.md"
@@ -82,40 +82,53 @@ def write_csvs(groups: list[Group], folder: Path) -> None:
                             *["" if v is None else v for v in tgt], r.error or ""])
 
 
+def _curve(g: Group, x_of: str) -> tuple[list[float], list[float], list[float]]:
+    """Per round: x (round or mean cumulative MB), mean accuracy and its std over seeds."""
+    xs, mean, std = [], [], []
+    for r in sorted({r for f in g.figures for r in f.rounds}):
+        pts = [(f.accuracy[i], f.cum_bytes[i]) for f in g.figures
+               for i, fr in enumerate(f.rounds) if fr == r]
+        acc = [p[0] for p in pts]
+        m = sum(acc) / len(acc)
+        mean.append(m)
+        std.append(math.sqrt(sum((a - m) ** 2 for a in acc) / (len(acc) - 1))
+                   if len(acc) > 1 else 0.0)
+        xs.append(r if x_of == "round" else sum(p[1] for p in pts) / len(pts) / 1e6)
+    return xs, mean, std
+
+
 def _band(groups: list[Group], x_of: str, path: Path, xlabel: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for g in groups:
-        if not g.figures:
-            continue
-        rounds = sorted({r for f in g.figures for r in f.rounds})
-        mean, std, xs = [], [], []
-        for r in rounds:
-            pts = [(f.accuracy[i], f.cum_bytes[i]) for f in g.figures
-                   for i, fr in enumerate(f.rounds) if fr == r]
-            a = np.array([p[0] for p in pts])
-            mean.append(a.mean())
-            std.append(a.std(ddof=1) if len(a) > 1 else 0.0)
-            xs.append(r if x_of == "round" else np.mean([p[1] for p in pts]) / 1e6)
-        mean_a, std_a = np.array(mean), np.array(std)
-        (line,) = ax.plot(xs, mean_a, label=f"{g.label} (n={len(g.figures)})")
-        ax.fill_between(xs, mean_a - std_a, mean_a + std_a, color=line.get_color(), alpha=0.2)
-    if x_of == "round":
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
-    ax.set_title("mean over seeds, band: ± 1 std")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    names = blocks(groups)
+    cols = min(len(names), 3)
+    rows_ = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(6.5 * cols, 4.5 * rows_), squeeze=False,
+                             sharey=True)
+    for ax, block in zip(axes.flat, names, strict=False):
+        for g in (g for g in groups if g.block == block and g.figures):
+            xs, mean, std = _curve(g, x_of)
+            (line,) = ax.plot(xs, mean, label=f"{g.name} (n={len(g.figures)})")
+            ax.fill_between(xs, [m - s for m, s in zip(mean, std, strict=True)],
+                            [m + s for m, s in zip(mean, std, strict=True)],
+                            color=line.get_color(), alpha=0.15)
+        if x_of == "round":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(block or "all runs", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    fig.suptitle("mean over seeds; band: ± 1 std", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -147,22 +160,29 @@ def markdown(groups: list[Group], folder: Path, axes: list[str], target: float |
         "with a 95% Student-t confidence interval [low, high] when there are >= 2 seeds.",
         f"Target accuracy: {target if target is not None else '-'} ({how}).",
         "",
-        "| rank | group | runs ok | final accuracy | best accuracy | final loss | best loss "
-        "| rounds to target | sent / received to target | wall s | vs best |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, g in enumerate(groups, 1):
-        p = "" if g.p_value is None else f" (p={g.p_value:.3f})"
-        mb = f"{human_bytes(g.sent_to_target)} / {human_bytes(g.received_to_target)}"
-        lines.append(
-            f"| {i} | {g.label} | {len(g.ok)}/{len(g.runs)} | {pm(g.stats['final_acc'])} "
-            f"| {pm(g.stats['best_acc'])} | {pm(g.stats['final_loss'])} "
-            f"| {pm(g.stats['best_loss'])} | {target_cell(g)} | {mb} "
-            f"| {pm(g.stats['wall_seconds'], 1, ci=False)} | {g.verdict}{p} |"
-        )
+    for block in blocks(groups):
+        if block:
+            lines += ["", f"### {block}"]
+        lines += [
+            "",
+            "| rank | strategy | runs ok | final accuracy | best accuracy | final loss "
+            "| best loss | rounds to target | sent / received to target | wall s | vs best |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for i, g in enumerate((g for g in groups if g.block == block), 1):
+            p = "" if g.p_value is None else f" (p={g.p_value:.3f})"
+            mb = f"{human_bytes(g.sent_to_target)} / {human_bytes(g.received_to_target)}"
+            lines.append(
+                f"| {i} | {g.name} | {len(g.ok)}/{len(g.runs)} | {pm(g.stats['final_acc'])} "
+                f"| {pm(g.stats['best_acc'])} | {pm(g.stats['final_loss'])} "
+                f"| {pm(g.stats['best_loss'])} | {target_cell(g)} | {mb} "
+                f"| {pm(g.stats['wall_seconds'], 1, ci=False)} | {g.verdict}{p} |"
+            )
+    within = " within each block of settings" if blocks(groups)[0] else ""
     lines += [
         "",
-        f"Ranking: by mean final accuracy. Each group is compared with the top one by "
+        f"Ranking: by mean final accuracy{within}. Each strategy is compared with the top one by "
         f"Welch's two-sided t-test on the per-seed final accuracies; p >= {ALPHA} is "
         "reported as within noise of the best (not a significant difference).",
         "",
@@ -186,12 +206,17 @@ def print_table(groups: list[Group], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("#", "group", "ok", "final acc", "best acc", "final loss", "to target",
-                "wall s", "vs best"):
+    for col in ("#", "strategy", "settings", "ok", "final acc", "best acc", "final loss",
+                "to target", "wall s", "vs best"):
         table.add_column(col, overflow="fold")
-    for i, g in enumerate(groups, 1):
+    rank_in_block: dict[str, int] = {}
+    for g in groups:
+        if rank_in_block and g.block not in rank_in_block:
+            table.add_section()
+        rank_in_block[g.block] = i = rank_in_block.get(g.block, 0) + 1
         p = "" if g.p_value is None or math.isnan(g.p_value) else f" p={g.p_value:.3f}"
-        table.add_row(str(i), g.label, f"{len(g.ok)}/{len(g.runs)}", pm(g.stats["final_acc"]),
+        table.add_row(str(i), g.name, g.block or "-", f"{len(g.ok)}/{len(g.runs)}",
+                      pm(g.stats["final_acc"]),
                       pm(g.stats["best_acc"], ci=False), pm(g.stats["final_loss"], ci=False),
                       target_cell(g), pm(g.stats["wall_seconds"], 1, ci=False), g.verdict + p)
     console = Console()

@@ -31,7 +31,8 @@ class Run:
     metrics: list[dict[str, Any]]
     status: str  # completed | stopped | failed | incomplete
     error: str | None = None
-    group: str = ""
+    group: str = ""  # strategy and every swept setting but the seed
+    block: str = ""  # the swept settings that are not the strategy's (ranked separately)
     series: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -114,23 +115,31 @@ def _short(value: Any) -> str:
 
 
 def label_runs(runs: list[Run]) -> list[str]:
-    """Give each run its group label; return the swept axes.
+    """Give each run its group and block labels; return the axes as the report names them.
 
-    The label starts with the strategy's class name, then ``key=value`` for every
-    other axis. A strategy's own settings (``strategy.proximal_mu``) appear only
-    when they vary between runs of that strategy.
+    The group label starts with the strategy's class name, then ``key=value`` for
+    every other axis. A strategy's own settings (``strategy.proximal_mu``) appear
+    only when they vary between runs of that strategy. The block label holds the
+    axes that are not the strategy's (``partitioner.alpha=0.1``): strategies are
+    ranked against each other within a block.
     """
-    axes = swept_keys(runs)
+    swept = swept_keys(runs)
+    shown: set[str] = set()
     for run in runs:
         target = str(run.config.get("strategy._target_") or run.result.get("strategy") or "?")
-        parts = [target.rsplit(".", 1)[-1]]
-        same = [r for r in runs if r.config.get("strategy._target_") == run.config.get(
-            "strategy._target_")]
-        for k in axes:
+        same = [r for r in runs
+                if r.config.get("strategy._target_") == run.config.get("strategy._target_")]
+        strategy_parts, block_parts = [target.rsplit(".", 1)[-1]], []
+        for k in swept:
             if k == "strategy._target_":
                 continue
-            if k.startswith("strategy.") and len({_short(r.config.get(k)) for r in same}) < 2:
-                continue
-            parts.append(f"{k}={_short(run.config.get(k))}")
-        run.group = " ".join(parts)
-    return axes
+            if k.startswith("strategy."):
+                if len({_short(r.config.get(k)) for r in same}) > 1:
+                    strategy_parts.append(f"{k}={_short(run.config.get(k))}")
+                    shown.add(k)
+            else:
+                block_parts.append(f"{k}={_short(run.config.get(k))}")
+        run.block = " ".join(block_parts)
+        run.group = " ".join(strategy_parts + block_parts)
+    axes = ["strategy"] if "strategy._target_" in swept else []
+    return axes + sorted(shown) + [k for k in swept if not k.startswith("strategy.")]
