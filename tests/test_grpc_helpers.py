@@ -3,8 +3,8 @@
 ``app`` uses nothing of fedlearn: numpy arrays in, arrays + ``num-examples``
 out, like Flower's quickstart apps. Its node_config switches on test
 behaviours: ``train-sleep`` (seconds, from round ``sleep-round``), ``nan``
-(reply with NaN). Each train prints ``TRAIN <round> <node-id>`` so a test can
-see a client mid-round.
+(reply with NaN), ``raise`` (the app raises). Each train prints
+``TRAIN <round> <node-id>`` so a test can see a client mid-round.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def train(msg: Message, context: Context) -> Message:
     calls = int(context.state["calls"]["n"]) + 1 if "calls" in context.state else 1
     context.state["calls"] = MetricRecord({"n": calls})
     print(f"TRAIN {rnd} {context.node_id}", flush=True)
+    if cfg.get("raise"):
+        raise RuntimeError("this client's training crashed")
     if rnd >= int(cfg.get("sleep-round", 1)):
         time.sleep(float(cfg.get("train-sleep", 0.0)))
     pid = int(cfg.get("partition-id", 0))

@@ -97,6 +97,20 @@ def test_bad_frames_and_nan_updates_are_refused_while_serving_others():
         server.stop()
 
 
+def test_a_crashing_clientapp_is_a_failed_node_and_keeps_serving():
+    grid, server, port = start_server()
+    try:
+        ok = ThreadClient(port, "ok", {"partition-id": 0})
+        bad = ThreadClient(port, "bad", {"partition-id": 1, "raise": True})
+        final = run_fedavg(grid, 2, rounds=2)
+        np.testing.assert_allclose(final, np.full(4, 2.0))  # only the good client's +1, twice
+        assert bad.client.handled == 4  # 2 failed trains, 2 evaluations: still serving
+        server.finish()
+        assert [ok.join(), bad.join()] == [0, 0]
+    finally:
+        server.stop()
+
+
 def test_round_timeout_drops_a_silent_client():
     grid, server, port = start_server(round_timeout=1.0, finish_grace=0.5)
     try:

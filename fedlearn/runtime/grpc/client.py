@@ -18,6 +18,7 @@ import logging
 import random
 import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -105,6 +106,7 @@ class GrpcClient:
                                                       settings.tls_key)
         self.handled = 0  # messages answered, for tests and logs
         self.warm = False
+        self._app_lock = threading.Lock()
 
     def _channel(self) -> grpc.aio.Channel:
         options = [
@@ -269,16 +271,21 @@ class GrpcClient:
         except FrameError as err:
             log.warning("dropped a message from the server: %s", err)
             return []
-        try:
-            reply = self.app(msg, self.context)
-        except Exception as err:  # the strategy sees a failed node, the run goes on
-            from fedlearn.runtime.inprocess import CLIENT_EXCEPTION  # (imports torch: lazily)
+        # One app call at a time: a call abandoned by a broken stream may still be
+        # running when the next connection's first message arrives (same Context).
+        with self._app_lock:
+            try:
+                reply = self.app(msg, self.context)
+                parts = message_parts(reply)
+            except Exception as err:  # the strategy sees a failed node, the run goes on
+                from fedlearn.runtime.inprocess import CLIENT_EXCEPTION  # (imports torch)
 
-            log.error("ClientApp failed on %s: %s", msg.metadata.message_type,
-                      traceback.format_exc(limit=3))
-            reply = Message(Error(CLIENT_EXCEPTION, f"{type(err).__name__}: {err}"), reply_to=msg)
-        self.handled += 1
-        return [pb.ClientFrame(chunk=c) for c in chunk_frames(seq, message_parts(reply), chunk)]
+                log.error("ClientApp failed on %s: %s", msg.metadata.message_type,
+                          traceback.format_exc(limit=3))
+                error = Error(CLIENT_EXCEPTION, f"{type(err).__name__}: {err}")
+                parts = message_parts(Message(error, reply_to=msg))
+            self.handled += 1
+        return [pb.ClientFrame(chunk=c) for c in chunk_frames(seq, parts, chunk)]
 
 
 def run_client(settings: ClientSettings, app: ClientApp | None = None) -> int:
