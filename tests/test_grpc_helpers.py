@@ -85,13 +85,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_config: dict | None = None, **kw) -> tuple[GrpcGrid, GrpcServer, int]:
-    """A GrpcServer on a free loopback port (plaintext unless TLS settings are given)."""
+def start_server(run_config: dict | None = None, port: int = 0, **kw
+                 ) -> tuple[GrpcGrid, GrpcServer, int]:
+    """A GrpcServer on loopback (a free port by default; plaintext unless TLS is given)."""
     kw.setdefault("insecure", "tls" not in kw)
     kw.setdefault("heartbeat_interval", 1.0)
     kw.setdefault("heartbeat_timeout", 5.0)
     kw.setdefault("finish_grace", 3.0)
-    settings = DeploySettings(address="127.0.0.1:0", **kw)
+    settings = DeploySettings(address=f"127.0.0.1:{port}", **kw)
     settings.validate()
     grid = GrpcGrid(run_config or {"seed": 0}, round_timeout=kw.get("round_timeout"))
     server = GrpcServer(grid, settings)

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedlearn.runtime import set_server_identity
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
@@ -107,6 +107,28 @@ def test_a_crashing_clientapp_is_a_failed_node_and_keeps_serving():
         assert bad.client.handled == 4  # 2 failed trains, 2 evaluations: still serving
         server.finish()
         assert [ok.join(), bad.join()] == [0, 0]
+    finally:
+        server.stop()
+
+
+def test_client_reconnects_to_a_restarted_server_keeping_its_node_and_state():
+    grid, server, port = start_server()
+    client = ThreadClient(port, "keeper", {"partition-id": 0}, reconnect_timeout=30.0)
+    try:
+        run_fedavg(grid, 1)
+        first_ids = grid.get_node_ids()
+    finally:
+        server.stop()  # the server goes away without saying the run is over
+    grid, server, _ = start_server(port=port)  # ... and comes back on the same address
+    try:
+        from flwr.serverapp.strategy import FedAvg
+
+        assert grid.wait_for_nodes(1, 30) == 1 and grid.get_node_ids() == first_ids
+        result = FedAvg(min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1).start(
+            grid=grid, initial_arrays=ArrayRecord([np.zeros(2, np.float32)]), num_rounds=1)
+        assert result.train_metrics_clientapp[1]["calls"] == 2  # the Context state survived
+        server.finish()
+        assert client.join() == 0
     finally:
         server.stop()
 
