@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 
@@ -65,7 +66,13 @@ def _key(cfg: dict[str, Any]) -> str:
 
 @lru_cache(maxsize=4)
 def _load_cached(key: str) -> FederatedData:
-    data = instantiate(json.loads(key), _convert_="all")
+    try:
+        data = instantiate(json.loads(key), _convert_="all")
+    except InstantiationException as err:
+        # Hydra wraps a loader's own one-line error in a multi-line one: unwrap it.
+        if isinstance(err.__cause__, ValueError | RuntimeError | FileNotFoundError):
+            raise err.__cause__ from None
+        raise
     if not isinstance(data, FederatedData):
         raise TypeError(f"dataset loader must return FederatedData, got {type(data).__name__}")
     return data

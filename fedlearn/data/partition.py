@@ -22,6 +22,18 @@ LABEL = "label"
 NATURAL_ID = "client_id"
 
 
+def _natural(ids: np.ndarray, num_clients: int) -> list[np.ndarray]:
+    """NaturalIdPartitioner's partitions (partition k = the k-th smallest id), computed
+    with one argsort: its per-partition ``load_partition`` took 143 s for 810 Shakespeare
+    roles, this takes milliseconds and gives the same indices (a test checks)."""
+    natural = np.unique(ids)[:num_clients]
+    order = np.argsort(ids, kind="stable")
+    ranked = ids[order]
+    lo = np.searchsorted(ranked, natural, "left")
+    hi = np.searchsorted(ranked, natural, "right")
+    return [np.sort(order[a:b]) for a, b in zip(lo, hi, strict=True)]
+
+
 def _build(cfg: dict[str, Any], num_partitions: int, seed: int) -> Any:
     cfg = dict(cfg)
     cls = get_class(cfg.pop("_target_"))
@@ -54,6 +66,13 @@ def partition_indices(
                 f"num_clients={num_clients} but the dataset has {available} natural clients;"
                 f" allowed: 1..{available}"
             )
+    if partitioner["_target_"].endswith("NaturalIdPartitioner"):
+        if not natural:
+            raise ValueError(
+                "partitioner=natural needs a dataset with natural clients (e.g. shakespeare);"
+                " use iid, dirichlet, shard or pathological for this one"
+            )
+        return _natural(ids, num_clients)
     import datasets  # imported here: 0.8 s of start-up that only partitioning needs
 
     # Shuffle once with the seed: IidPartitioner shards contiguously.

@@ -1,0 +1,59 @@
+"""Partitioning: flwr-datasets' partitioners over a seeded shuffle; the natural fast path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr_datasets.partitioner import NaturalIdPartitioner
+
+from fedlearn.data import DataSpec, FederatedData
+from fedlearn.data.partition import _natural, local_split, partition_indices
+
+NATURAL = {"_target_": "flwr_datasets.partitioner.NaturalIdPartitioner", "partition_by": "client_id"}
+
+
+def _data(n: int = 200, ids: np.ndarray | None = None) -> FederatedData:
+    x = torch.zeros(n, 1, 8, 8)
+    y = torch.arange(n) % 10
+    test_ids = None if ids is None else np.unique(ids)
+    n_test = 0 if test_ids is None else len(test_ids)
+    return FederatedData(x, y, x[:n_test], y[:n_test], DataSpec((1, 8, 8), 10, "image"),
+                         ids, test_ids)
+
+
+def test_natural_fast_path_matches_flower() -> None:
+    import datasets
+
+    ids = np.random.default_rng(0).integers(0, 37, size=2_000)
+    ours = _natural(ids, 30)
+    part = NaturalIdPartitioner(partition_by="client_id")
+    part.dataset = datasets.Dataset.from_dict({"client_id": ids, "idx": np.arange(len(ids))})
+    theirs = [np.sort(np.asarray(part.load_partition(k)["idx"])) for k in range(30)]
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_natural_needs_natural_clients() -> None:
+    with pytest.raises(ValueError, match="partitioner=natural needs a dataset with natural clients"):
+        partition_indices(_data(), NATURAL, 4, 0)
+
+
+def test_more_clients_than_natural_ids_is_refused() -> None:
+    ids = np.repeat(np.arange(5), 40)
+    with pytest.raises(ValueError, match="num_clients=6 but the dataset has 5 natural clients"):
+        partition_indices(_data(ids=ids), NATURAL, 6, 0)
+
+
+def test_iid_is_seeded_disjoint_and_complete() -> None:
+    iid = {"_target_": "flwr_datasets.partitioner.IidPartitioner"}
+    a = partition_indices(_data(), iid, 4, seed=1)
+    b = partition_indices(_data(), iid, 4, seed=1)
+    c = partition_indices(_data(), iid, 4, seed=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    assert sorted(np.concatenate(a).tolist()) == list(range(200))
+
+
+def test_local_split_holds_out_the_tail() -> None:
+    train, held, from_test = local_split(_data(), np.arange(10), 0.2)
+    assert train.tolist() == list(range(8)) and held.tolist() == [8, 9] and not from_test
