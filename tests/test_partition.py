@@ -10,7 +10,10 @@ from flwr_datasets.partitioner import NaturalIdPartitioner
 from fedlearn.data import DataSpec, FederatedData
 from fedlearn.data.partition import _natural, local_split, partition_indices
 
-NATURAL = {"_target_": "flwr_datasets.partitioner.NaturalIdPartitioner", "partition_by": "client_id"}
+NATURAL = {
+    "_target_": "flwr_datasets.partitioner.NaturalIdPartitioner",
+    "partition_by": "client_id",
+}
 
 
 def _data(n: int = 200, ids: np.ndarray | None = None) -> FederatedData:
@@ -18,8 +21,9 @@ def _data(n: int = 200, ids: np.ndarray | None = None) -> FederatedData:
     y = torch.arange(n) % 10
     test_ids = None if ids is None else np.unique(ids)
     n_test = 0 if test_ids is None else len(test_ids)
-    return FederatedData(x, y, x[:n_test], y[:n_test], DataSpec((1, 8, 8), 10, "image"),
-                         ids, test_ids)
+    return FederatedData(
+        x, y, x[:n_test], y[:n_test], DataSpec((1, 8, 8), 10, "image"), ids, test_ids
+    )
 
 
 def test_natural_fast_path_matches_flower() -> None:
@@ -34,7 +38,9 @@ def test_natural_fast_path_matches_flower() -> None:
 
 
 def test_natural_needs_natural_clients() -> None:
-    with pytest.raises(ValueError, match="partitioner=natural needs a dataset with natural clients"):
+    with pytest.raises(
+        ValueError, match="partitioner=natural needs a dataset with natural clients"
+    ):
         partition_indices(_data(), NATURAL, 4, 0)
 
 
