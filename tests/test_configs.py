@@ -77,5 +77,7 @@ def test_experiment_preset_composes(name: str) -> None:
 
 
 def test_instantiate_partitioner_directly() -> None:
-    part = instantiate({"_target_": "flwr_datasets.partitioner.IidPartitioner", "num_partitions": 3})
+    part = instantiate(
+        {"_target_": "flwr_datasets.partitioner.IidPartitioner", "num_partitions": 3}
+    )
     assert part.num_partitions == 3

@@ -37,7 +37,9 @@ def _app(misbehave) -> ClientApp:
 def _run(tmp_path, misbehave, extra=(), workers=1):
     cfg = OmegaConf.to_container(compose_config([*TINY, *extra]), resolve=True)
     setup = build_setup(cfg, tmp_path)
-    grid = InProcessGrid(_app(misbehave), node_configs(cfg), client_run_config(cfg), workers=workers)
+    grid = InProcessGrid(
+        _app(misbehave), node_configs(cfg), client_run_config(cfg), workers=workers
+    )
     try:
         return run_rounds(setup, grid)
     finally:
@@ -70,8 +72,10 @@ def nan_from_partition_2(partition: int, reply: Message) -> Message:
     arrays[0] = np.full_like(arrays[0], np.nan)
     keys = list(reply.content["arrays"].keys())
     content = RecordDict(
-        {"arrays": ArrayRecord(dict(zip(keys, arrays, strict=True))),
-         "metrics": reply.content["metrics"]}
+        {
+            "arrays": ArrayRecord(dict(zip(keys, arrays, strict=True))),
+            "metrics": reply.content["metrics"],
+        }
     )
     return Message(content=content, reply_to=_original(reply))
 

@@ -41,7 +41,9 @@ def test_context_persists_content_is_copied_errors_become_replies(workers: int) 
             msgs = _messages(grid)
             replies = list(grid.send_and_receive(msgs))
             assert "mutated" not in msgs[0].content["config"]
-            assert [r.metadata.src_node_id for r in replies] == [FIRST_NODE_ID + i for i in range(3)]
+            assert [r.metadata.src_node_id for r in replies] == [
+                FIRST_NODE_ID + i for i in range(3)
+            ]
             assert [r.content["metrics"]["n"] for r in replies[:2]] == [expected, expected]
             assert replies[2].has_error() and replies[2].error.code == CLIENT_EXCEPTION
             assert "boom" in replies[2].error.reason
@@ -59,10 +61,23 @@ def test_workers_must_be_positive() -> None:
 @pytest.mark.slow
 def test_cli_multirun_gives_one_folder_per_combination(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()", "-m",
-         "strategy=fedavg,fedadam", "seed=0,1", "num_rounds=1", "dataset.max_samples=300",
-         "num_clients=4", "runtime.workers=1", "progress=false", f"hydra.sweep.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "from fedlearn.cli import simulate; simulate()",
+            "-m",
+            "strategy=fedavg,fedadam",
+            "seed=0,1",
+            "num_rounds=1",
+            "dataset.max_samples=300",
+            "num_clients=4",
+            "runtime.workers=1",
+            "progress=false",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(tmp_path.glob("*/result.json"))) == 4

@@ -140,7 +140,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     job = client_job(context)
     _load(job, msg)
     res = training.evaluate(job.model, job.eval_x, job.eval_y, job.device)
-    metrics = {"eval_loss": res["loss"], "eval_acc": res["accuracy"], "num-examples": res["num-examples"]}
+    metrics = {
+        "eval_loss": res["loss"],
+        "eval_acc": res["accuracy"],
+        "num-examples": res["num-examples"],
+    }
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
