@@ -13,7 +13,8 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedlearn.runtime import set_server_identity
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
-from fedlearn.runtime.grpc.serde import chunk_frames, message_parts
+from fedlearn.runtime.grpc.frames import chunk_frame_bytes
+from fedlearn.runtime.grpc.serde import message_parts
 from fedlearn.runtime.grpc.settings import PROTOCOL_VERSION
 from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server
 
@@ -36,8 +37,8 @@ def _stray_reply() -> bytes:
     sent = Message(RecordDict(), 5, "train", group_id="1")
     sent.metadata.__dict__["_message_id"] = "never-sent"
     reply = Message(RecordDict({"metrics": MetricRecord({"num-examples": 1})}), reply_to=sent)
-    frames = chunk_frames(1, [b"".join(message_parts(reply))], 1 << 20)
-    return pb.ClientFrame(chunk=next(frames)).SerializeToString()
+    (frame,) = chunk_frame_bytes(1, message_parts(reply), 1 << 20)
+    return frame
 
 
 def _attack(port: int, frames: list[bytes], hold: float = 0.0) -> tuple[list[str], Any]:

@@ -10,10 +10,10 @@ from flwr.common.serde import message_to_proto
 from fedlearn.runtime import set_server_identity
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc import security
+from fedlearn.runtime.grpc.frames import ChunkFrame, chunk_frame_bytes, decoder
 from fedlearn.runtime.grpc.serde import (
     Assembler,
     FrameError,
-    chunk_frames,
     config_from_proto,
     config_to_proto,
     message_from_bytes,
@@ -37,9 +37,11 @@ def test_message_round_trips_through_chunks_and_shares_content():
     parts = message_parts(msg, cache)
     assert message_parts(msg, cache)[1] is parts[1]  # a shared model is serialized once
     asm = Assembler(max_message_bytes=1 << 20)
-    frames = list(chunk_frames(1, parts, chunk_bytes=4096))
-    assert len(frames) > 5 and all(len(f.data) <= 4096 for f in frames)
-    out = [asm.add(f) for f in frames]
+    decode = decoder(pb.ServerFrame)
+    frames = [decode(f) for f in chunk_frame_bytes(1, parts, chunk_bytes=4096)]
+    assert len(frames) > 5 and all(isinstance(f, ChunkFrame) for f in frames)
+    assert all(len(f.chunk.data) <= 4096 for f in frames)
+    out = [asm.add(f.chunk) for f in frames]
     assert all(o is None for o in out[:-1])
     back = message_from_bytes(out[-1])
     assert back.metadata.message_id == "m1" and back.metadata.dst_node_id == 7
@@ -63,6 +65,26 @@ def test_encoding_is_flowers_own_byte_for_byte():
     assert b"".join(message_parts(msg)) == expected
     back = message_from_bytes(expected)
     assert back.content["config"]["name"] == "x" and list(back.content["empty"].keys()) == []
+
+
+def test_chunk_frames_are_the_generated_encoding():
+    parts = [b"ab", b"", b"cdefgh", b"ij"]
+    ours = list(chunk_frame_bytes(7, parts, chunk_bytes=4))
+    data = b"".join(parts)
+    for k, frame in enumerate(ours):
+        chunk = pb.Chunk(seq=7, total_bytes=10, offset=4 * k, data=data[4 * k : 4 * k + 4])
+        assert frame == pb.ClientFrame(chunk=chunk).SerializeToString()
+        assert frame == pb.ServerFrame(chunk=chunk).SerializeToString()
+    empty = pb.ClientFrame(chunk=pb.Chunk()).SerializeToString()
+    assert list(chunk_frame_bytes(0, [], 4)) == [empty]
+    # Anything but a plain chunk goes through protobuf: other frames, other field orders.
+    decode = decoder(pb.ClientFrame)
+    hello = pb.ClientFrame(hello=pb.Hello(protocol_version=1)).SerializeToString()
+    assert decode(hello).WhichOneof("kind") == "hello"
+    odd = pb.ClientFrame(chunk=pb.Chunk(data=b"xy")).SerializeToString() + (
+        pb.ClientFrame(chunk=pb.Chunk(seq=3)).SerializeToString())  # a merged encoding
+    frame = decode(odd)
+    assert (frame.chunk.seq, bytes(frame.chunk.data)) == (3, b"xy")
 
 
 def test_assembler_refuses_bad_frames():

@@ -30,12 +30,10 @@ from flwr.app import Context, Error, Message, Metadata, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
-from fedlearn.runtime.grpc import fedlearn_pb2_grpc as pb_grpc
-from fedlearn.runtime.grpc import security
+from fedlearn.runtime.grpc import frames, security
 from fedlearn.runtime.grpc.serde import (
     Assembler,
     FrameError,
-    chunk_frames,
     config_from_proto,
     config_to_proto,
     message_from_bytes,
@@ -145,7 +143,7 @@ class GrpcClient:
         welcomed = False
         metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
         async with self._channel() as channel:
-            call = pb_grpc.FleetStub(channel).Connect(metadata=metadata)
+            call = frames.connect(channel)(metadata=metadata)
             outbox: asyncio.Queue = asyncio.Queue()
             tasks: list[asyncio.Task] = []
             try:
@@ -256,15 +254,15 @@ class GrpcClient:
         while True:
             data = await inbox.get()
             try:
-                frames = await asyncio.to_thread(self._handle, data, chunk, seq + 1)
-                if frames:
+                reply = await asyncio.to_thread(self._handle, data, chunk, seq + 1)
+                if reply:
                     seq += 1
-                    for frame in frames:
+                    for frame in reply:
                         outbox.put_nowait(frame)
             finally:
                 inbox.task_done()
 
-    def _handle(self, data: bytes, chunk: int, seq: int) -> list[pb.ClientFrame]:
+    def _handle(self, data: bytes, chunk: int, seq: int) -> list[bytes]:
         """Run the ClientApp on one message (in a worker thread); the reply's frames."""
         try:
             msg = message_from_bytes(data)
@@ -285,7 +283,7 @@ class GrpcClient:
                 error = Error(CLIENT_EXCEPTION, f"{type(err).__name__}: {err}")
                 parts = message_parts(Message(error, reply_to=msg))
             self.handled += 1
-        return [pb.ClientFrame(chunk=c) for c in chunk_frames(seq, parts, chunk)]
+        return list(frames.chunk_frame_bytes(seq, parts, chunk))
 
 
 def run_client(settings: ClientSettings, app: ClientApp | None = None) -> int:

@@ -1,8 +1,8 @@
 """The one adapter between Flower Messages and fedlearn's wire frames.
 
 A Flower :class:`~flwr.app.Message` travels as flwr's own protobuf
-serialization (``flwr.common.serde.message_to_proto``), cut into
-:class:`Chunk` frames. The serialized message is built from two parts, the
+serialization (``flwr.common.serde.message_to_proto``), cut into ``Chunk``
+frames (:mod:`.frames`). The serialized message is built from two parts, the
 metadata and the content, because protobuf parses concatenated encodings of
 one message type as their merge: the server serializes a round's model content
 once and reuses it for every client that receives the same RecordDict. The
@@ -13,7 +13,6 @@ on the way out (:func:`content_parts`).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ class FrameError(ValueError):
     """A frame the receiver cannot accept (malformed, oversized, out of order)."""
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -48,7 +47,7 @@ def _varint(n: int) -> bytes:
 def _field(number: int, parts: list[bytes]) -> list[bytes]:
     """A length-delimited protobuf field holding the concatenation of ``parts``."""
     size = sum(len(p) for p in parts)
-    return [_varint(number << 3 | 2) + _varint(size), *parts]
+    return [varint(number << 3 | 2) + varint(size), *parts]
 
 
 def _array_parts(array: Array) -> list[bytes]:
@@ -114,24 +113,6 @@ def message_from_bytes(data: bytes | bytearray) -> Message:
         raise FrameError(f"not a Flower message ({type(err).__name__}: {err})") from None
 
 
-def chunk_frames(seq: int, parts: list[bytes], chunk_bytes: int) -> Iterator[pb.Chunk]:
-    """Cut the concatenation of ``parts`` into chunks of ``chunk_bytes`` (the last shorter)."""
-    total = sum(len(p) for p in parts)
-    offset, pieces, filled = 0, [], 0
-    for part in parts:
-        view = memoryview(part)
-        while len(view):
-            take = view[: chunk_bytes - filled]
-            pieces.append(take)
-            filled += len(take)
-            view = view[len(take) :]
-            if filled == chunk_bytes:
-                yield pb.Chunk(seq=seq, total_bytes=total, offset=offset, data=b"".join(pieces))
-                offset, pieces, filled = offset + filled, [], 0
-    if filled or total == 0:
-        yield pb.Chunk(seq=seq, total_bytes=total, offset=offset, data=b"".join(pieces))
-
-
 class Assembler:
     """Reassemble the chunks of one stream's messages, checking every frame.
 
@@ -149,8 +130,8 @@ class Assembler:
         self._filled = 0
         self._last_seq = -1
 
-    def add(self, chunk: pb.Chunk) -> bytearray | None:
-        """Add one chunk; return the whole message when it is complete."""
+    def add(self, chunk: Any) -> bytearray | None:
+        """Add one chunk (``pb.Chunk`` or a decoded view); return the message when whole."""
         if self._buf is None:
             if chunk.seq <= self._last_seq:
                 raise FrameError(f"chunk seq {chunk.seq} repeats an earlier message")

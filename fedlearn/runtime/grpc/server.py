@@ -23,11 +23,11 @@ from google.protobuf.message import DecodeError
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc import fedlearn_pb2_grpc as pb_grpc
 from fedlearn.runtime.grpc import security
+from fedlearn.runtime.grpc.frames import add_servicer, chunk_frame_bytes, frame_size
 from fedlearn.runtime.grpc.grid import GrpcGrid, Session
 from fedlearn.runtime.grpc.serde import (
     Assembler,
     FrameError,
-    chunk_frames,
     config_from_proto,
     config_to_proto,
     message_from_bytes,
@@ -109,7 +109,7 @@ class FleetServicer(pb_grpc.FleetServicer):
             reader = asyncio.create_task(self._read(session, request_iterator))
             try:
                 async for frame in self._frames(session):
-                    self.grid.bytes_sent += frame.ByteSize()
+                    self.grid.bytes_sent += frame_size(frame)
                     yield frame
             finally:
                 reader.cancel()
@@ -135,7 +135,7 @@ class FleetServicer(pb_grpc.FleetServicer):
             heartbeat_interval=self.s.heartbeat_interval,
         )
 
-    async def _frames(self, session: Session) -> AsyncIterator[pb.ServerFrame]:
+    async def _frames(self, session: Session) -> AsyncIterator[pb.ServerFrame | bytes]:
         """What the grid queued for this node, plus heartbeats; ends with the stream."""
         seq = 0
         while True:
@@ -151,8 +151,8 @@ class FleetServicer(pb_grpc.FleetServicer):
             kind = item[0]
             if kind == "msg":
                 seq += 1
-                for chunk in chunk_frames(seq, item[1], self.s.chunk_bytes):
-                    yield pb.ServerFrame(chunk=chunk)
+                for frame in chunk_frame_bytes(seq, item[1], self.s.chunk_bytes):
+                    yield frame
             elif kind == "notice":
                 yield pb.ServerFrame(notice=pb.Notice(text=item[1]))
             elif kind == "finish":
@@ -243,7 +243,7 @@ class GrpcServer:
             ("grpc.keepalive_permit_without_calls", 1),
         ]
         self._server = grpc.aio.server(options=options)
-        pb_grpc.add_FleetServicer_to_server(FleetServicer(self.grid, s), self._server)
+        add_servicer(FleetServicer(self.grid, s), self._server)
         if s.insecure:
             log.warning("runtime.insecure=true: plaintext gRPC on %s; anyone on the network can"
                         " read and alter the model", s.address)
