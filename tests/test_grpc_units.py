@@ -156,3 +156,6 @@ def test_client_flags_become_node_config_or_one_line_errors(tmp_path):
         settings("--insecure", "--partition-id", "3")
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         settings("--insecure", "--data", "nokey")
+    id_file = tmp_path / "node-id"
+    first = settings("--insecure", "--id-file", str(id_file)).node_name
+    assert first and settings("--insecure", "--id-file", str(id_file)).node_name == first

@@ -111,10 +111,28 @@ def client_parser() -> argparse.ArgumentParser:
     sec.add_argument("--tls-key", help="this client's private key (PEM), for mutual TLS")
     sec.add_argument("--token-file", help="file holding this client's token")
     p.add_argument("--node-name", help="node name when the server has no authentication")
+    p.add_argument("--id-file", help="keep a generated node name in this file, so a restarted"
+                   " client is the same node (servers without authentication)")
     p.add_argument("--reconnect-timeout", type=float, default=300.0,
                    help="give up after this many seconds without a connection")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def persisted_name(path: str | None) -> str | None:
+    """The node name kept in ``path`` (``--id-file``), created on first use."""
+    if not path:
+        return None
+    file = Path(path).expanduser()
+    if file.is_file() and file.read_text().strip():
+        return file.read_text().strip()
+    import socket
+    import uuid
+
+    name = f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(name + "\n")
+    return name
 
 
 def client_settings(args: argparse.Namespace) -> Any:
@@ -137,7 +155,7 @@ def client_settings(args: argparse.Namespace) -> Any:
     return ClientSettings(
         address=args.server, node_config=node_config, app=args.app, insecure=args.insecure,
         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        token_file=args.token_file, node_name=args.node_name,
+        token_file=args.token_file, node_name=args.node_name or persisted_name(args.id_file),
         reconnect_timeout=args.reconnect_timeout,
     )
 
