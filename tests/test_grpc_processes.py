@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 
 from fedlearn import records
@@ -116,3 +116,30 @@ def test_server_killed_and_resumed_completes_all_rounds(tmp_path):
             assert len(joins) >= 2 and len({ln.split("joined as node")[1] for ln in joins}) == 1
     finally:
         stop(procs)
+
+
+def test_client_with_its_own_local_data_trains_on_it(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fedlearn.app.run_config import client_run_config
+    from fedlearn.data import load_dataset
+    from fedlearn.experiment import compose_config
+    from fedlearn.models import build_model
+
+    cfg = OmegaConf.to_container(compose_config(["client.batch_size=16"]), resolve=True)
+    grid, server, port = start_server(client_run_config(cfg))
+    # No partition: the client loads its own data (here: 120 digits, 96 of them to train).
+    proc = spawn_client(port, "own", "--data", "max_samples=120", "--data", "seed=5",
+                        app_spec="fedlearn.app.client_app:app", log=tmp_path / "own.log")
+    try:
+        assert grid.wait_for_nodes(1, 60) == 1
+        model = build_model(cfg["model"], load_dataset(cfg["dataset"]).spec)
+        result = FedAvg(min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1).start(
+            grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=1,
+            train_config=ConfigRecord({"lr": 0.05, "local-epochs": 1, "batch-size": 16}))
+        assert result.train_metrics_clientapp[1]["num-steps"] == 6  # ceil(96 / 16)
+        server.finish()
+        assert proc.wait(20) == 0
+    finally:
+        server.stop()
+        stop([proc])
