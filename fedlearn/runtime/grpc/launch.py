@@ -54,8 +54,14 @@ def _local_settings(settings: DeploySettings, run_dir: Path, n: int) -> tuple[De
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         settings.address = f"127.0.0.1:{sock.getsockname()[1]}"
+    if settings.tls.cert or settings.auth_tokens or settings.require_client_cert:
+        raise ValueError(
+            "runtime.tls / runtime.auth_tokens / runtime.require_client_cert: local clients use"
+            " certificates and tokens generated into the run folder; for your own, run"
+            " fedlearn-server and fedlearn-client"
+        )
     pki = None
-    if not settings.insecure and not settings.tls.cert:
+    if not settings.insecure:
         pki = make_pki(run_dir / "certs", [f"client-{k}" for k in range(n)])
         settings.tls.cert, settings.tls.key = str(pki.server_cert), str(pki.server_key)
         settings.tls.ca = str(pki.ca)
