@@ -136,6 +136,9 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
     settings.validate()
     procs: list[Any] = []
     logs = setup.run_dir / "clients"
+    level = log.level
+    if n_local and cfg.get("progress", True):
+        log.setLevel(logging.WARNING)  # the progress display says who trained; logs: clients/
     if n_local:
         # Clients first (forked before any gRPC object exists); they retry until we listen.
         _prepare_fork(cfg, n_local)
@@ -165,6 +168,7 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
         server.finish(reason)  # clients exit instead of retrying a server that is gone
         server.stop()
         _reap(procs)
+        log.setLevel(level)
 
 
 def _reap(procs: list[Any], timeout: float = 10.0) -> None:
