@@ -139,18 +139,18 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
     level = log.level
     if n_local and cfg.get("progress", True):
         log.setLevel(logging.WARNING)  # the progress display says who trained; logs: clients/
-    if n_local:
-        # Clients first (forked before any gRPC object exists); they retry until we listen.
-        _prepare_fork(cfg, n_local)
-        logs.mkdir(exist_ok=True)
-        port = int(settings.address.rsplit(":", 1)[1])
-        for k in range(n_local):
-            procs.append(_start_client(client_args(port, k, n_local, cfg, pki),
-                                       logs / f"client-{k}.log"))
     grid = GrpcGrid(client_run_config(cfg), round_timeout=settings.round_timeout)
-    server = GrpcServer(grid, settings)
+    server = GrpcServer(grid, settings)  # (no gRPC object exists before start())
     reason = "run failed"
     try:
+        if n_local:
+            # Clients first, forked before any gRPC object exists; they retry until we listen.
+            _prepare_fork(cfg, n_local)
+            logs.mkdir(exist_ok=True)
+            port = int(settings.address.rsplit(":", 1)[1])
+            for k in range(n_local):
+                procs.append(_start_client(client_args(port, k, n_local, cfg, pki),
+                                           logs / f"client-{k}.log"))
         port = server.start()
         log.info("fedlearn server listening on %s:%d", settings.address.rsplit(":", 1)[0], port)
         wanted = int(settings.min_clients)

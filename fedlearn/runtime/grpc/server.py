@@ -266,6 +266,8 @@ class GrpcServer:
 
     def stop(self, grace: float = 1.0) -> None:
         """Stop the server and its event loop."""
+        if not self._thread.is_alive():  # never started
+            return
         if self._server is not None:
             asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
