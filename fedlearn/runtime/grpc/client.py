@@ -163,8 +163,15 @@ class GrpcClient:
                     asyncio.create_task(self._worker(inbox, outbox, welcome.max_chunk_bytes)),
                 ]
                 assembler = Assembler(int(self.s.max_message_mb * MIB))
+                # The server writes at least a heartbeat every interval: silence means a
+                # server (or network) that is gone without closing the connection.
+                silence = max(10.0, 4 * welcome.heartbeat_interval)
                 while True:
-                    frame = await call.read()
+                    try:
+                        frame = await asyncio.wait_for(call.read(), silence)
+                    except asyncio.TimeoutError:
+                        log.warning("server silent for %.0f s; reconnecting", silence)
+                        return welcomed
                     if frame is grpc.aio.EOF:
                         log.warning("server closed the stream; reconnecting")
                         return welcomed
