@@ -138,14 +138,13 @@ def test_round_timeout_drops_a_silent_client():
     grid, server, port = start_server(round_timeout=1.0, finish_grace=0.5)
     try:
         fast = ThreadClient(port, "fast", {"partition-id": 0})
-        slow = ThreadClient(port, "slow", {"partition-id": 1, "train-sleep": 4.0})
+        ThreadClient(port, "slow", {"partition-id": 1, "train-sleep": 8.0})
         t0 = time.monotonic()
         final = run_fedavg(grid, 2)
-        assert time.monotonic() - t0 < 4.0  # did not wait for the slow client
+        assert time.monotonic() - t0 < 6.0  # did not wait for the slow client (8 s)
         np.testing.assert_allclose(final, np.ones(4))  # only the fast client's +1
         server.finish()
-        assert fast.join() == 0
-        slow.join(10)
+        assert fast.join() == 0  # (slow ends on its own once its sleep is over)
     finally:
         server.stop()
 
