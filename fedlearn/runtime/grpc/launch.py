@@ -96,10 +96,17 @@ def _client_child(argv: list[str], log_file: str) -> None:
     client_main(argv)
 
 
+def _can_fork() -> bool:
+    """Fork local clients unless CUDA is around (a CUDA context cannot cross a fork)."""
+    import torch
+
+    return "fork" in mp.get_all_start_methods() and not torch.cuda.is_available()
+
+
 def _start_client(argv: list[str], log_file: Path) -> Any:
     """Fork where possible: the child shares the loaded libraries, data and partitions
     (seconds per client on a small machine); otherwise a fresh ``fedlearn-client``."""
-    if "fork" in mp.get_all_start_methods():
+    if _can_fork():
         proc = mp.get_context("fork").Process(target=_client_child, args=(argv, str(log_file)),
                                               name=argv[argv.index("--node-name") + 1])
         proc.start()
@@ -112,7 +119,7 @@ def _start_client(argv: list[str], log_file: Path) -> Any:
 def _prepare_fork(cfg: dict[str, Any], n: int) -> None:
     """Load in this process what every forked client needs: the ClientApp's modules, the
     partitions, and torch's lazily imported training code (hundreds of modules)."""
-    if "fork" not in mp.get_all_start_methods():
+    if not _can_fork():
         return
     from fedlearn.runtime.grpc.client import ClientSettings, GrpcClient
 
