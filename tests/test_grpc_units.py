@@ -159,3 +159,29 @@ def test_client_flags_become_node_config_or_one_line_errors(tmp_path):
     id_file = tmp_path / "node-id"
     first = settings("--insecure", "--id-file", str(id_file)).node_name
     assert first and settings("--insecure", "--id-file", str(id_file)).node_name == first
+
+
+def test_grid_turns_wrong_type_replies_and_disconnects_into_error_replies():
+    import asyncio
+
+    from fedlearn.runtime.grpc.grid import GrpcGrid, Session
+
+    loop = asyncio.new_event_loop()  # never run: queued frames just stay queued
+    try:
+        grid = GrpcGrid({"seed": 0})
+        session = Session(5, "n5", {"partition-id": 0}, asyncio.Queue(), loop)
+        grid.register(session)
+        assert grid.get_node_ids() == [5]
+        sent = [Message(RecordDict(), 5, "train", group_id="1") for _ in range(2)]
+        ids = grid.push_messages(sent)
+        wrong = Message(RecordDict({"m": MetricRecord({"x": 1})}), reply_to=sent[0])
+        wrong.metadata.__dict__["_message_type"] = "evaluate"
+        assert "reply of type 'evaluate'" in grid.deliver(session, wrong, [])
+        assert "unknown or expired" in grid.deliver(session, wrong, [])  # already answered
+        grid.unregister(session, "connection lost")
+        replies = grid.pull_messages(ids)
+        assert [r.has_error() for r in replies] == [True, True]
+        assert "connection lost" in replies[1].error.reason
+        assert grid.get_node_ids() == [] and grid.refused == 2
+    finally:
+        loop.close()
