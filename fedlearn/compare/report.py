@@ -121,7 +121,10 @@ def _band(groups: list[Group], x_of: str, path: Path, xlabel: str) -> None:
         ax.set_title(block or "all runs", fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no completed runs", ha="center", transform=ax.transAxes)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     for ax in axes[:, 0]:

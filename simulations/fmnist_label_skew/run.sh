@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Study 1: ten aggregation strategies on Fashion-MNIST under Dirichlet label skew
-# (alpha 0.1 = strong skew, 1.0 = mild), 3 seeds each: 60 runs, about 25 CPU-minutes.
+# (alpha 0.1 = strong skew, 1.0 = mild), 3 seeds each: 60 runs, about 20 CPU-minutes.
 # Writes the run folders and the report into results/ (next to this script).
 # Rebuild the report alone: fedlearn-compare report simulations/fmnist_label_skew/results
 set -euo pipefail

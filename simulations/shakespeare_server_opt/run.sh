@@ -3,7 +3,7 @@
 # per play role) with the character LSTM, scaled down for a CPU: the first 20 roles,
 # at most 160 training windows each, a 2x64 LSTM, 10 clients a round, 30 rounds;
 # clients as in Reddi et al. 2021 (SGD, lr 1, batch 4, 1 epoch); 3 seeds: 15 runs,
-# about 20 CPU-minutes.
+# about 15 CPU-minutes.
 # Writes the run folders and the report into results/ (next to this script).
 # Rebuild the report alone: fedlearn-compare report simulations/shakespeare_server_opt/results
 set -euo pipefail
