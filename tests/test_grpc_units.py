@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.common.serde import message_to_proto
+from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.proto.message_pb2 import Message as ProtoMessage
 
 from fedlearn.runtime import set_server_identity
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
@@ -85,6 +86,32 @@ def test_chunk_frames_are_the_generated_encoding():
         pb.ClientFrame(chunk=pb.Chunk(seq=3)).SerializeToString())  # a merged encoding
     frame = decode(odd)
     assert (frame.chunk.seq, bytes(frame.chunk.data)) == (3, b"xy")
+
+
+def test_fast_decoder_reads_what_flower_reads():
+    from flwr.app import Error
+
+    from fedlearn.runtime.grpc.decode import decode_message
+
+    set_server_identity(1)
+    content = RecordDict({
+        "arrays": ArrayRecord([np.arange(6, dtype=np.float64).reshape(2, 3),
+                               np.zeros(0, np.float32), np.array(3, np.int64)]),
+        "": ArrayRecord(),
+        "metrics": MetricRecord({"loss": 0.25, "n": 3, "hist": [1.0, 2.0]}),
+        "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True, "raw": b"\x00\x01"}),
+    })
+    sent = Message(content, 3, "train", group_id="2")
+    sent.metadata.__dict__["_message_id"] = "abc"
+    for msg in (sent, Message(Error(7, "boom"), reply_to=sent), Message(RecordDict(), 4, "query")):
+        data = b"".join(message_parts(msg))
+        fast = decode_message(bytearray(data))
+        assert fast is not None
+        expected = message_to_proto(message_from_proto(ProtoMessage.FromString(data)))
+        got = message_to_proto(fast)
+        assert got.SerializeToString(deterministic=True) == expected.SerializeToString(
+            deterministic=True)
+    assert decode_message(b"") is None  # no metadata: the caller refuses it
 
 
 def test_assembler_refuses_bad_frames():

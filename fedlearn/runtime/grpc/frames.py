@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
+from fedlearn.runtime.grpc.decode import Unusual, read_varint
 from fedlearn.runtime.grpc.serde import varint
 
 SERVICE = "fedlearn.grpc.v1.Fleet"
@@ -52,36 +53,23 @@ class ChunkFrame:
         return self.size
 
 
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
 def _fast_chunk(data: bytes) -> ChunkFrame | None:
     """Decode ``data`` if it is exactly one chunk field; None means 'use protobuf'."""
     buf = memoryview(data)
     if len(buf) < 2 or buf[0] != _CHUNK_TAG:
         return None
-    size, pos = _read_varint(buf, 1)
+    size, pos = read_varint(buf, 1)
     if pos + size != len(buf):
         return None
     chunk = RawChunk()
     while pos < len(buf):
-        tag, pos = _read_varint(buf, pos)
+        tag, pos = read_varint(buf, pos)
         field, wire = tag >> 3, tag & 7
         if wire == 0 and field in (1, 2, 3):
-            value, pos = _read_varint(buf, pos)
+            value, pos = read_varint(buf, pos)
             setattr(chunk, ("seq", "total_bytes", "offset")[field - 1], value)
         elif wire == 2 and field == 4:
-            length, pos = _read_varint(buf, pos)
+            length, pos = read_varint(buf, pos)
             if pos + length > len(buf):
                 return None
             chunk.data, pos = buf[pos : pos + length], pos + length
@@ -96,7 +84,7 @@ def decoder(frame_cls: type) -> Callable[[bytes], Any]:
     def decode(data: bytes) -> Any:
         try:
             fast = _fast_chunk(data)
-        except (ValueError, IndexError):
+        except (Unusual, IndexError):
             fast = None
         return fast if fast is not None else frame_cls.FromString(data)
 

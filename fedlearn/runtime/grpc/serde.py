@@ -27,6 +27,7 @@ from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0
 from flwr.proto.recorddict_pb2 import Array as ProtoArray  # pylint: disable=E0611
 
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
+from fedlearn.runtime.grpc.decode import decode_message
 
 Scalar = bool | int | float | str
 
@@ -101,7 +102,17 @@ def message_parts(message: Message, content_cache: dict[int, list[bytes]] | None
 
 
 def message_from_bytes(data: bytes | bytearray) -> Message:
-    """Parse a Flower Message; raise :class:`FrameError` when it is not one."""
+    """Parse a Flower Message; raise :class:`FrameError` when it is not one.
+
+    :func:`.decode.decode_message` copies array data once; anything it does not
+    expect goes through flwr's ``message_from_proto`` (two more copies per array).
+    """
+    try:
+        message = decode_message(data)
+    except Exception:  # noqa: BLE001 - Unusual or malformed: protobuf decides below
+        message = None
+    if message is not None:
+        return message
     try:
         proto = ProtoMessage.FromString(data)
         if not proto.HasField("metadata"):
