@@ -151,6 +151,10 @@ def test_axes_other_than_strategy(tmp_path: Path) -> None:
         "partitioner.alpha=-", "partitioner.alpha=0.1", "partitioner.alpha=1"]
     md = (tmp_path / "report.md").read_text()
     assert "### partitioner.alpha=0.1" in md
+    ignored = build_report(tmp_path, show=False, ignore=("partitioner",))
+    assert {g.label for g in ignored} == {"FedAvg", "FedProx strategy.proximal_mu=0.01",
+                                          "FedProx strategy.proximal_mu=0.1"}
+    build_report(tmp_path, show=False)
     assert "axes besides the seed: strategy, strategy.proximal_mu, partitioner.alpha" in md
 
 

@@ -15,7 +15,8 @@ from fedlearn.compare.runs import find_run_dirs, label_runs, read_run
 
 
 def build_report(
-    folder: str | Path, target: float | None = None, show: bool = True
+    folder: str | Path, target: float | None = None, show: bool = True,
+    ignore: tuple[str, ...] = (),
 ) -> list[Group] | None:
     """Read every run under ``folder``; write report.md, CSVs and plots there.
 
@@ -28,6 +29,9 @@ def build_report(
         accuracy.
     show : bool
         Also print the ranking as a table.
+    ignore : tuple of str
+        Settings (or sections, e.g. ``runtime``) whose differences do not make runs
+        different experiments; the seed always is one.
 
     Returns
     -------
@@ -43,7 +47,7 @@ def build_report(
     if not runs:
         print(f"fedlearn-compare: no runs in {folder}")
         return None
-    axes = label_runs(runs)
+    axes = label_runs(runs, tuple(ignore))
     target_auto = target is None
     if target_auto:
         target = auto_target(runs)

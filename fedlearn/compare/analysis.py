@@ -48,7 +48,8 @@ def run_figures(run: Run, target: float | None) -> RunFigures:
             continue
         rounds.append(int(m.get("round", 0)))
         acc.append(a)
-        loss.append(_num(ev.get("loss" if central else "eval_loss")) or math.nan)
+        lo = _num(ev.get("loss" if central else "eval_loss"))
+        loss.append(math.nan if lo is None else lo)
         cum.append(float(sent + received))
         if target is not None and target_round is None and a >= target:
             target_round, target_sent, target_received = rounds[-1], sent, received

@@ -4,7 +4,8 @@ Usage::
 
     fedlearn-compare strategy=fedavg,fedprox seed=0,1,2 [hydra/launcher=joblib] \
         [compare.target=0.8]
-    fedlearn-compare report <folder> [--target 0.8]     # or: fedlearn-compare dir=<folder>
+    fedlearn-compare report <folder> [--target 0.8] [--ignore runtime]
+    fedlearn-compare dir=<folder> [compare.target=0.8]   # the same, Hydra-style
 
 The sweep takes the same config groups and overrides as ``fedlearn-simulate``
 (it always runs as ``--multirun``; ``progress=false`` unless given). Each job is
@@ -91,8 +92,12 @@ def report_main(argv: list[str]) -> None:
                                      description="Rebuild a comparison from run folders.")
     parser.add_argument("folder", help="a sweep folder (or any folder holding run folders)")
     parser.add_argument("--target", default=None, help="accuracy to reach (default: auto)")
+    parser.add_argument("--ignore", default="",
+                        help="comma-separated settings or sections that do not separate runs,"
+                        " e.g. runtime (deployments of the same experiment)")
     args = parser.parse_args(argv)
-    if build_report(args.folder, _target(args.target)) is None:
+    ignore = tuple(k.strip() for k in args.ignore.split(",") if k.strip())
+    if build_report(args.folder, _target(args.target), ignore=ignore) is None:
         sys.exit(1)
 
 

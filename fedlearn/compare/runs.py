@@ -95,12 +95,20 @@ def _seed_like(runs: list[Run], key: str) -> bool:
     return all(r.config.get(key) == r.seed for r in runs)
 
 
-def swept_keys(runs: list[Run]) -> list[str]:
-    """Settings whose values differ between runs: the sweep's axes, seed excluded."""
+def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
+    return any(key == i or key.startswith(f"{i}.") for i in (*IGNORED, "hydra", *ignore))
+
+
+def swept_keys(runs: list[Run], ignore: tuple[str, ...] = ()) -> list[str]:
+    """Settings whose values differ between runs: the sweep's axes, seed excluded.
+
+    ``ignore`` names more settings (or whole sections) that never separate runs, such
+    as ``runtime.address`` when comparing deployments.
+    """
     keys = sorted({k for r in runs for k in r.config})
     out = []
     for k in keys:
-        if k in IGNORED or k.startswith("hydra."):
+        if _ignored(k, ignore):
             continue
         values = {json.dumps(r.config.get(k), sort_keys=True) for r in runs}
         if len(values) > 1 and not _seed_like(runs, k):
@@ -114,7 +122,7 @@ def _short(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def label_runs(runs: list[Run]) -> list[str]:
+def label_runs(runs: list[Run], ignore: tuple[str, ...] = ()) -> list[str]:
     """Give each run its group and block labels; return the axes as the report names them.
 
     The group label starts with the strategy's class name, then ``key=value`` for
@@ -123,7 +131,7 @@ def label_runs(runs: list[Run]) -> list[str]:
     axes that are not the strategy's (``partitioner.alpha=0.1``): strategies are
     ranked against each other within a block.
     """
-    swept = swept_keys(runs)
+    swept = swept_keys(runs, ignore)
     shown: set[str] = set()
     for run in runs:
         target = str(run.config.get("strategy._target_") or run.result.get("strategy") or "?")
