@@ -11,6 +11,8 @@ training-heavy, compares in-process ``workers=1`` against ``workers=2``.
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -20,29 +22,49 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 WORKLOAD = [
-    "num_clients=20", "num_rounds=5", "client.local_epochs=1",
-    "strategy.fraction_train=0.5", "strategy.fraction_evaluate=0.5",
-    "server.checkpoint_every=0", "progress=false",
+    "num_clients=20",
+    "num_rounds=5",
+    "client.local_epochs=1",
+    "strategy.fraction_train=0.5",
+    "strategy.fraction_evaluate=0.5",
+    "server.checkpoint_every=0",
+    "progress=false",
 ]
 HEAVY = [
-    "num_clients=10", "num_rounds=3", "client.local_epochs=4", "model.channels=64",
-    "model.hidden=256", "server.checkpoint_every=0", "progress=false",
+    "num_clients=10",
+    "num_rounds=3",
+    "client.local_epochs=4",
+    "model.channels=64",
+    "model.hidden=256",
+    "server.checkpoint_every=0",
+    "progress=false",
 ]
 
 
-
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], tmp: str) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds of the process tree, and seconds spent in the rounds
+    (after start-up: imports, data, partitioning) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result = Path(tmp) / "run" / "result.json"
+    if result.exists():
+        rounds = json.loads(result.read_text())["round_seconds"]
+    else:  # the plain loop prints its own
+        rounds = float(out.split("rounds_seconds")[-1])
+    return wall, cpu, rounds
 
 
-def median_time(cmd_for_run, repeats: int) -> float:
-    times = []
+def median_time(cmd_for_run, repeats: int) -> tuple[float, float, float]:
+    """Medians of wall, CPU and in-rounds seconds over ``repeats`` runs."""
+    runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            times.append(timed(cmd_for_run(tmp)))
-    return statistics.median(times)
+            runs.append(timed(cmd_for_run(tmp), tmp))
+    return tuple(statistics.median(col) for col in zip(*runs, strict=True))
 
 
 def simulate_cmd(overrides: list[str]):
@@ -55,19 +77,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     r = args.repeats
-    plain = median_time(lambda tmp: [sys.executable, str(HERE / "plain_loop.py")], r)
-    inproc = median_time(simulate_cmd([*WORKLOAD, "runtime.workers=1"]), r)
-    ray = median_time(simulate_cmd([*WORKLOAD, "runtime=ray"]), r)
+    rows = {
+        "plain PyTorch loop": median_time(
+            lambda tmp: [sys.executable, str(HERE / "plain_loop.py")], r
+        ),
+        "fedlearn in-process (workers=1)": median_time(
+            simulate_cmd([*WORKLOAD, "runtime.workers=1"]), r
+        ),
+        "fedlearn on Flower's Ray engine": median_time(simulate_cmd([*WORKLOAD, "runtime=ray"]), r),
+    }
+    plain = rows["plain PyTorch loop"]
+    print(f"Workload: 20 clients, 10 per round, 5 rounds, CNN on digits. Median of {r} runs.")
+    print("| run | wall s | ratio to plain (wall) | CPU s | ratio to plain (CPU) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, (wall, cpu) in rows.items():
+        print(
+            f"| {name} | {wall:.2f} | {wall / plain[0]:.2f}x | {cpu:.2f} | {cpu / plain[1]:.2f}x |"
+        )
+    inproc, ray = rows["fedlearn in-process (workers=1)"], rows["fedlearn on Flower's Ray engine"]
+    print(f"in-process is {ray[0] / inproc[0]:.1f}x faster than Ray (wall)")
     heavy1 = median_time(simulate_cmd([*HEAVY, "runtime.workers=1"]), r)
     heavy2 = median_time(simulate_cmd([*HEAVY, "runtime.workers=2"]), r)
-    print(f"workload: 20 clients, 10/round, 5 rounds, CNN on digits; median of {r} runs")
-    print(f"| plain PyTorch loop | {plain:.2f} s | 1.00x |")
-    print(f"| fedlearn in-process (workers=1) | {inproc:.2f} s | {inproc / plain:.2f}x plain |")
-    print(f"| fedlearn on Flower's Ray engine | {ray:.2f} s | {ray / plain:.2f}x plain,"
-          f" in-process is {ray / inproc:.1f}x faster |")
-    print("training-heavy: 10 clients, 3 rounds, 4 local epochs, CNN 64/256")
-    print(f"| in-process workers=1 | {heavy1:.2f} s | 1.00x |")
-    print(f"| in-process workers=2 | {heavy2:.2f} s | {heavy1 / heavy2:.2f}x faster |")
+    print("Training-heavy: 10 clients, 3 rounds, 4 local epochs, CNN 64/256.")
+    print(f"| in-process workers=1 | {heavy1[0]:.2f} s wall |")
+    print(
+        f"| in-process workers=2 | {heavy2[0]:.2f} s wall | {heavy1[0] / heavy2[0]:.2f}x faster |"
+    )
 
 
 if __name__ == "__main__":
