@@ -33,10 +33,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_simulate import WORKLOAD  # noqa: E402 - the same workload as the simulation bench
+
 REPO = HERE.parents[1]
-WORKLOAD = ["num_clients=20", "num_rounds=5", "client.local_epochs=1",
-            "strategy.fraction_train=0.5", "strategy.fraction_evaluate=0.5",
-            "server.checkpoint_every=0", "progress=false"]
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{HERE}"}
 
 echo_app = ClientApp()  # transport benchmark: no training, the model goes straight back
@@ -44,8 +44,9 @@ echo_app = ClientApp()  # transport benchmark: no training, the model goes strai
 
 @echo_app.train()
 def _echo_train(msg: Message, context: Context) -> Message:
-    content = RecordDict({"arrays": msg.content["arrays"],
-                          "metrics": MetricRecord({"num-examples": 1})})
+    content = RecordDict(
+        {"arrays": msg.content["arrays"], "metrics": MetricRecord({"num-examples": 1})}
+    )
     return Message(content, reply_to=msg)
 
 
@@ -62,17 +63,24 @@ def _rounds(run_dir: Path) -> list[float]:
 def _simulate(overrides: list[str], run_dir: Path) -> float:
     code = "from fedlearn.cli import simulate; simulate()"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, *overrides, f"hydra.run.dir={run_dir}"],
-                   check=True, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", code, *overrides, f"hydra.run.dir={run_dir}"],
+        check=True,
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
 def bench_workload(repeats: int) -> list[tuple]:
     rows = []
-    for label, extra in [("in-process, workers=1", ["runtime.workers=1"]),
-                         ("in-process, workers=2", ["runtime.workers=2"]),
-                         ("gRPC, TLS, 20 client processes", ["runtime=grpc"])]:
+    for label, extra in [
+        ("in-process, workers=1", ["runtime.workers=1"]),
+        ("in-process, workers=2", ["runtime.workers=2"]),
+        ("gRPC, TLS, 20 client processes", ["runtime=grpc"]),
+    ]:
         walls, firsts, rest = [], [], []
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
@@ -80,8 +88,9 @@ def bench_workload(repeats: int) -> list[tuple]:
                 secs = _rounds(Path(tmp) / "run")
                 firsts.append(secs[0])
                 rest.append(statistics.median(secs[1:]))
-        rows.append((label, statistics.median(rest), statistics.median(firsts),
-                     statistics.median(walls)))
+        rows.append(
+            (label, statistics.median(rest), statistics.median(firsts), statistics.median(walls))
+        )
     return rows
 
 
@@ -97,8 +106,13 @@ def _load_clients(port: int, nodes: range, total: int, app_spec: str) -> subproc
         f" for k in range({nodes.start}, {nodes.stop})];"
         "sys.exit(max(run_clients(s, app)))"
     )
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _fedavg_rounds(grid, arrays: ArrayRecord, rounds: int, nodes: int) -> list[float]:
@@ -214,17 +228,29 @@ def bench_wire(rounds: int = 5) -> list[tuple]:
         for label, tls in [("TLS + tokens", True), ("plaintext", False)]:
             grid = SizedGrid(client_run_config(cfg))
             grid.serialized = [0, 0]
-            kw = ({"tls": TlsSettings(str(pki.server_cert), str(pki.server_key)),
-                   "auth_tokens": str(pki.tokens)} if tls else {"insecure": True})
+            kw = (
+                {
+                    "tls": TlsSettings(str(pki.server_cert), str(pki.server_key)),
+                    "auth_tokens": str(pki.tokens),
+                }
+                if tls
+                else {"insecure": True}
+            )
             server = GrpcServer(grid, DeploySettings(address="127.0.0.1:0", **kw))
             proxy = _Proxy(server.start())
             clients = []
             for k in range(2):
-                ckw = ({"tls_ca": str(pki.ca), "token_file": str(pki.client_tokens[f"c{k}"])}
-                       if tls else {"insecure": True})
-                settings = ClientSettings(address=f"127.0.0.1:{proxy.port}", node_name=f"c{k}",
-                                          node_config={"partition-id": k, "num-partitions": 2},
-                                          **ckw)
+                ckw = (
+                    {"tls_ca": str(pki.ca), "token_file": str(pki.client_tokens[f"c{k}"])}
+                    if tls
+                    else {"insecure": True}
+                )
+                settings = ClientSettings(
+                    address=f"127.0.0.1:{proxy.port}",
+                    node_name=f"c{k}",
+                    node_config={"partition-id": k, "num-partitions": 2},
+                    **ckw,
+                )
                 client = GrpcClient(settings)
                 threading.Thread(target=asyncio.run, args=(client.run(),), daemon=True).start()
                 clients.append(client)
@@ -258,12 +284,26 @@ def bench_many(n: int, rounds: int = 4) -> tuple:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         server = subprocess.Popen(
-            [sys.executable, "-m", "fedlearn.runtime.grpc.cli", "server", f"num_clients={n}",
-             f"num_rounds={rounds}", f"strategy.fraction_train={20 / n}",
-             f"strategy.fraction_evaluate={20 / n}", "server.checkpoint_every=0", "progress=false",
-             "runtime.insecure=true", f"runtime.address=127.0.0.1:{port}",
-             f"hydra.run.dir={run_dir}"],
-            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "fedlearn.runtime.grpc.cli",
+                "server",
+                f"num_clients={n}",
+                f"num_rounds={rounds}",
+                f"strategy.fraction_train={20 / n}",
+                f"strategy.fraction_evaluate={20 / n}",
+                "server.checkpoint_every=0",
+                "progress=false",
+                "runtime.insecure=true",
+                f"runtime.address=127.0.0.1:{port}",
+                f"hydra.run.dir={run_dir}",
+            ],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         load = _load_clients(port, range(n), n, "fedlearn.app.client_app:app")
         peak = 0
         while server.poll() is None:
@@ -299,8 +339,10 @@ def main() -> None:
             print(f"| {label} | {t_in * 1000:.1f} ms | {t_g * 1000:.1f} ms |")
     if "wire" not in skip:
         print("\n3. bytes on the wire (TCP proxy) / flwr-serialized messages, 5 rounds, 2 clients")
-        print("| transport | to clients: serialized | wire | ratio | from clients: serialized"
-              " | wire | ratio |")
+        print(
+            "| transport | to clients: serialized | wire | ratio | from clients: serialized"
+            " | wire | ratio |"
+        )
         for label, s, d, rd, r, u, ru in bench_wire():
             print(f"| {label} | {s:,} | {d:,} | {rd:.4f}x | {r:,} | {u:,} | {ru:.4f}x |")
     if "100" not in skip:
