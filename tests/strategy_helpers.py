@@ -151,3 +151,21 @@ def label_split_rounds(strategy: object, rounds: int, lr: float, steps: int) -> 
     model.load_state_dict(weights.to_torch_state_dict())
     with torch.no_grad():
         return float(nn.functional.cross_entropy(model(x), y))
+
+
+def assert_resume_matches(strategy: str, tmp: object) -> None:
+    """Stopped after round 2 and resumed to 4 == 4 rounds straight: the strategy's server
+    state (pickled instance attributes) and the clients' Context state both come back."""
+    from pathlib import Path
+
+    from fedlearn.experiment import simulate
+    from tests.conftest import TINY, metrics_without_timings
+
+    tmp = Path(str(tmp))
+    args = [*TINY, f"strategy={strategy}", "partitioner=dirichlet", "partitioner.alpha=0.5"]
+    full = simulate([*args, "num_rounds=4"], run_dir=tmp / "full")
+    assert full["status"] == "completed"
+    simulate([*args, "num_rounds=2"], run_dir=tmp / "part")
+    resumed = simulate([f"resume={tmp / 'part'}", "num_rounds=4"])
+    assert resumed["rounds_completed"] == 4
+    assert metrics_without_timings(tmp / "part") == metrics_without_timings(tmp / "full")

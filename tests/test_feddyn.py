@@ -16,6 +16,7 @@ from tests.strategy_helpers import (
     arrays,
     assert_grpc_matches_inprocess,
     assert_learns,
+    assert_resume_matches,
     error_reply,
     label_split_rounds,
     reply,
@@ -92,3 +93,7 @@ def test_corrects_client_drift_on_a_label_split() -> None:
     feddyn = label_split_rounds(FedDyn(alpha=0.01, min_train_nodes=2), rounds=15, lr=1.0,
                                 steps=20)
     assert feddyn < 0.8 * fedavg, (feddyn, fedavg)
+
+
+def test_resume_equals_uninterrupted(tmp_path) -> None:
+    assert_resume_matches("feddyn", tmp_path)

@@ -17,6 +17,7 @@ from tests.strategy_helpers import (
     arrays,
     assert_grpc_matches_inprocess,
     assert_learns,
+    assert_resume_matches,
     error_reply,
     label_split_rounds,
     reply,
@@ -134,3 +135,7 @@ def test_corrects_client_drift_on_a_label_split() -> None:
     fedavg = label_split_rounds(FedAvg(min_train_nodes=2), rounds=15, lr=1.0, steps=20)
     scaffold = label_split_rounds(Scaffold(min_train_nodes=2), rounds=15, lr=1.0, steps=20)
     assert scaffold < 0.8 * fedavg, (scaffold, fedavg)
+
+
+def test_resume_equals_uninterrupted(tmp_path) -> None:
+    assert_resume_matches("scaffold", tmp_path)
