@@ -58,7 +58,7 @@ class ClientJob:
     partition_id: int
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)  # one entry per node this process serves
 def _job(run_config_json: str, node_config_json: str) -> ClientJob:
     run_config = json.loads(run_config_json)
     node_config = json.loads(node_config_json)
