@@ -60,6 +60,14 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _on(model: nn.Module, device: torch.device) -> nn.Module:
+    # Module.to walks every submodule even when nothing moves: skip it then.
+    param = next(model.parameters(), None)
+    if param is None or param.device != device:
+        model.to(device)
+    return model
+
+
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -77,7 +85,7 @@ def train(
     dict
         ``train_loss`` (mean over steps), ``num-examples`` and ``num-steps``.
     """
-    model.to(device).train()
+    _on(model, device).train()
     opt = torch.optim.SGD(
         model.parameters(),
         lr=settings.lr,
@@ -124,7 +132,7 @@ def evaluate(
     batch_size: int = 512,
 ) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``(x, y)``."""
-    model.to(device).eval()
+    _on(model, device).eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
         xb = x[start : start + batch_size].to(device)
