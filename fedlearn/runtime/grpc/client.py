@@ -39,7 +39,7 @@ from fedlearn.runtime.grpc.serde import (
     message_from_bytes,
     message_parts,
 )
-from fedlearn.runtime.grpc.settings import MIB, PROTOCOL_VERSION, log
+from fedlearn.runtime.grpc.settings import GRPC_IN_USE, MIB, PROTOCOL_VERSION, log
 
 FATAL = {
     grpc.StatusCode.UNAUTHENTICATED,
@@ -107,6 +107,7 @@ class GrpcClient:
         self._app_lock = threading.Lock()
 
     def _channel(self) -> grpc.aio.Channel:
+        GRPC_IN_USE.set()
         options = [
             ("grpc.max_receive_message_length", 64 * MIB + MIB),
             ("grpc.max_send_message_length", 64 * MIB + MIB),

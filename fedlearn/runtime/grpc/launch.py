@@ -30,7 +30,7 @@ from fedlearn.app.server_app import ServerSetup, make_server_app
 from fedlearn.runtime.grpc.certs import make_pki
 from fedlearn.runtime.grpc.grid import GrpcGrid
 from fedlearn.runtime.grpc.server import GrpcServer
-from fedlearn.runtime.grpc.settings import DeploySettings, log
+from fedlearn.runtime.grpc.settings import GRPC_IN_USE, DeploySettings, log
 
 
 def local_client_count(cfg: dict[str, Any]) -> int:
@@ -97,10 +97,16 @@ def _client_child(argv: list[str], log_file: str) -> None:
 
 
 def _can_fork() -> bool:
-    """Fork local clients unless CUDA is around (a CUDA context cannot cross a fork)."""
+    """Fork local clients unless CUDA is around (a CUDA context cannot cross a fork) or
+    this process has used gRPC already (its threads cannot either, e.g. a second run in
+    one notebook or test session)."""
     import torch
 
-    return "fork" in mp.get_all_start_methods() and not torch.cuda.is_available()
+    return (
+        "fork" in mp.get_all_start_methods()
+        and not torch.cuda.is_available()
+        and not GRPC_IN_USE.is_set()
+    )
 
 
 def _start_client(argv: list[str], log_file: Path) -> Any:

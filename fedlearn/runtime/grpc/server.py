@@ -33,7 +33,7 @@ from fedlearn.runtime.grpc.serde import (
     message_from_bytes,
     nonfinite_arrays,
 )
-from fedlearn.runtime.grpc.settings import PROTOCOL_VERSION, DeploySettings, log
+from fedlearn.runtime.grpc.settings import GRPC_IN_USE, PROTOCOL_VERSION, DeploySettings, log
 
 HELLO_TIMEOUT = 30.0
 INLINE_BYTES = 1 << 20  # replies larger than this are parsed off the event loop
@@ -226,6 +226,7 @@ class GrpcServer:
 
     def start(self) -> int:
         """Start serving; return the bound port."""
+        GRPC_IN_USE.set()
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
         self.port = future.result(timeout=30)

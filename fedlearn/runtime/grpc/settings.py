@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 PROTOCOL_VERSION = 1
 MIB = 1 << 20
 log = logging.getLogger("fedlearn.grpc")
+
+# Set once this process has created a gRPC server or channel. gRPC's threads do
+# not survive fork(): a client forked after that point can hang before its
+# first frame, so the launcher then starts clients as fresh processes instead.
+GRPC_IN_USE = threading.Event()
 LAUNCH_KEYS = ("name", "local_clients", "client_threads")
 
 
