@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import Error, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.common.constant import ErrorCode
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedlearn.app.tracking import NO_REPLY, NON_FINITE_UPDATE
+from fedlearn.runtime import set_server_identity
 from fedlearn.runtime.grpc.serde import message_parts
 from fedlearn.runtime.grpc.settings import log
 
@@ -95,11 +95,7 @@ class GrpcGrid(Grid):
     def set_run(self, run: Run) -> None:
         """Set the run this grid serves (and the process's Flower task identity)."""
         self._run = run
-        # Flower's Message() reads the sender's identity from TaskIdentity; a
-        # SuperLink sets it for a ServerApp process, this server does it here.
-        TaskIdentity.task_id = 1
-        TaskIdentity.run_id = run.run_id
-        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        set_server_identity(run.run_id)  # a SuperLink would; Flower's Message() reads it
 
     @property
     def run(self) -> Run:
