@@ -23,19 +23,37 @@ CASES = [
     (["strategy.fraction_evaluate=-0.1"], r"strategy.fraction_evaluate must be in \[0, 1\]"),
     (["strategy.min_train_nodes=9"], "strategy.min_train_nodes=9 exceeds num_clients=4"),
     (["strategy.min_available_nodes=5"], "strategy.min_available_nodes=5 exceeds num_clients=4"),
-    (["strategy=krum", "strategy.num_malicious_nodes=1"],
-     "strategy=krum with num_malicious_nodes=1 needs at least 5 clients per round, but samples 4"),
-    (["strategy=bulyan", "strategy.num_malicious_nodes=1"],
-     "strategy=bulyan with num_malicious_nodes=1 needs at least 7 clients per round"),
-    (["strategy=multikrum", "strategy.num_nodes_to_select=6"],
-     "strategy.num_nodes_to_select=6 exceeds the 4 clients sampled"),
+    (
+        ["strategy=krum", "strategy.num_malicious_nodes=1"],
+        "strategy=krum with num_malicious_nodes=1 needs at least 5 clients per round,"
+        " but samples 4",
+    ),
+    (
+        ["strategy=bulyan", "strategy.num_malicious_nodes=1"],
+        "strategy=bulyan with num_malicious_nodes=1 needs at least 7 clients per round",
+    ),
+    (
+        ["strategy=multikrum", "strategy.num_nodes_to_select=6"],
+        "strategy.num_nodes_to_select=6 exceeds the 4 clients sampled",
+    ),
     (["client.lr=-1"], "client.lr must be > 0"),
-    (["num_clients=150", "dataset.max_samples=200"],
-     "partitioner=iid leaves client 10 with 1 sample.* each client needs at least 2"),
-    (["partitioner=pathological", "num_clients=150", "dataset.max_samples=200"],
-     "partitioner=pathological with num_clients=150: Label: 0 is needed"),
-    (["partitioner=dirichlet", "partitioner.alpha=0.001", "num_clients=100",
-      "dataset.max_samples=200"], "partitioner=dirichlet with num_clients=100"),
+    (
+        ["num_clients=150", "dataset.max_samples=200"],
+        "partitioner=iid leaves client 10 with 1 sample.* each client needs at least 2",
+    ),
+    (
+        ["partitioner=pathological", "num_clients=150", "dataset.max_samples=200"],
+        "partitioner=pathological with num_clients=150: Label: 0 is needed",
+    ),
+    (
+        [
+            "partitioner=dirichlet",
+            "partitioner.alpha=0.001",
+            "num_clients=100",
+            "dataset.max_samples=200",
+        ],
+        "partitioner=dirichlet with num_clients=100",
+    ),
 ]
 
 
@@ -58,14 +76,47 @@ def test_config_error_is_a_value_error() -> None:
 @pytest.mark.slow
 def test_cli_prints_one_line_and_exits_2(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()",
-         "num_clients=0", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from fedlearn.cli import simulate; simulate()",
+            "num_clients=0",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "fedlearn: error: num_clients must be an integer >= 1, got 0"
     proc = subprocess.run(
         [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()", "strategy=nope"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_unknown_setting_is_one_line_before_hydra() -> None:
+    from fedlearn.cli import check_composes
+
+    with pytest.raises(ConfigError, match=r"Could not override 'foo'. To append .* use \+foo=1"):
+        check_composes(["foo=1"])
+    with pytest.raises(ConfigError, match="Could not override 'runtime.workers'"):
+        check_composes(["runtime=ray", "runtime.workers=2"])
+    check_composes(["-m", "foo=1"])  # flags (multirun, --cfg, ...) are left to Hydra
+    check_composes(["num_rounds=3", "hydra.run.dir=/tmp/x"])
+
+
+@pytest.mark.slow
+def test_cli_unknown_setting_exits_2_in_one_line(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()", "foo=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "Could not override 'foo'" in proc.stderr
