@@ -12,7 +12,6 @@ on the way out (:func:`content_parts`).
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from flwr.common.serde import (
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
 from flwr.proto.recorddict_pb2 import Array as ProtoArray  # pylint: disable=E0611
 
+from fedlearn.app.tracking import array_values
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc.decode import decode_message
 
@@ -196,20 +196,6 @@ def config_from_proto(values: Any) -> dict[str, Scalar]:
     return out
 
 
-def _values(array: Array) -> np.ndarray:
-    """A numpy view of an Array's data (no copy for Flower's numpy ``stype``)."""
-    try:
-        buf = io.BytesIO(array.data)
-        version = np.lib.format.read_magic(buf)
-        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read(buf)
-        return np.frombuffer(array.data, dtype=dtype, count=int(np.prod(shape)),
-                             offset=buf.tell())
-    except Exception:  # anything unusual: Flower's own (copying) path
-        return array.numpy()
-
-
 def nonfinite_arrays(message: Message) -> list[str]:
     """Names (``record.array``) of floating-point arrays holding NaN or Inf."""
     if not message.has_content():
@@ -222,7 +208,7 @@ def nonfinite_arrays(message: Message) -> list[str]:
             if "float" not in array.dtype and "complex" not in array.dtype:
                 continue
             try:
-                values = _values(array)
+                values = array_values(array)
             except Exception:  # a non-numpy stype: nothing we can check cheaply
                 continue
             if not np.isfinite(values).all():
