@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr_datasets.partitioner import NaturalIdPartitioner
+from flwr_datasets.partitioner import IidPartitioner, NaturalIdPartitioner
 
 from fedlearn.data import DataSpec, FederatedData
-from fedlearn.data.partition import _natural, local_split, partition_indices
+from fedlearn.data.partition import _iid, _natural, local_split, partition_indices
 
 NATURAL = {
     "_target_": "flwr_datasets.partitioner.NaturalIdPartitioner",
@@ -37,6 +37,17 @@ def test_natural_fast_path_matches_flower() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
 
 
+@pytest.mark.parametrize("n", [1, 7, 20, 199])
+def test_iid_fast_path_matches_flower(n: int) -> None:
+    import datasets
+
+    order = np.random.default_rng(n).permutation(199)
+    part = IidPartitioner(num_partitions=n)
+    part.dataset = datasets.Dataset.from_dict({"idx": order})
+    theirs = [np.sort(np.asarray(part.load_partition(k)["idx"])) for k in range(n)]
+    assert all(np.array_equal(a, b) for a, b in zip(_iid(order, n), theirs, strict=True))
+
+
 def test_natural_needs_natural_clients() -> None:
     with pytest.raises(
         ValueError, match="partitioner=natural needs a dataset with natural clients"
@@ -58,6 +69,12 @@ def test_iid_is_seeded_disjoint_and_complete() -> None:
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
     assert sorted(np.concatenate(a).tolist()) == list(range(200))
+
+
+def test_iid_with_too_many_clients_names_the_empty_client() -> None:
+    iid = {"_target_": "flwr_datasets.partitioner.IidPartitioner"}
+    with pytest.raises(ValueError, match="partitioner=iid leaves client 50 with 1 sample"):
+        partition_indices(_data(), iid, 150, seed=0)
 
 
 def test_local_split_holds_out_the_tail() -> None:
