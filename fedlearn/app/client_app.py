@@ -123,8 +123,14 @@ def train(msg: Message, context: Context) -> Message:
     # Strategies with client state (SCAFFOLD, FedDyn): hooks + extra reply records.
     side = client_strategies.setup(msg.content, context, job.model, settings, job.device)
     metrics = training.train(
-        job.model, job.train_x, job.train_y, settings, job.device, gen,
-        loss_hooks=side.loss_hooks, grad_hooks=side.grad_hooks,
+        job.model,
+        job.train_x,
+        job.train_y,
+        settings,
+        job.device,
+        gen,
+        loss_hooks=side.loss_hooks,
+        grad_hooks=side.grad_hooks,
     )
     content = RecordDict(
         {"arrays": ArrayRecord(job.model.state_dict()), "metrics": MetricRecord(metrics)}

@@ -55,7 +55,10 @@ class ClientSide:
 
 
 def setup(
-    content: RecordDict, context: Context, model: nn.Module, settings: TrainSettings,
+    content: RecordDict,
+    context: Context,
+    model: nn.Module,
+    settings: TrainSettings,
     device: torch.device,
 ) -> ClientSide:
     """The client side of whatever strategy ``content`` (a train message) asks for.
@@ -95,8 +98,12 @@ def _to_record(tensors: Tensors) -> ArrayRecord:
 
 
 def _scaffold(
-    side: ClientSide, c_record: ArrayRecord, context: Context, model: nn.Module,
-    settings: TrainSettings, device: torch.device,
+    side: ClientSide,
+    c_record: ArrayRecord,
+    context: Context,
+    model: nn.Module,
+    settings: TrainSettings,
+    device: torch.device,
 ) -> None:
     """SCAFFOLD option II (Karimireddy et al. 2020, Alg. 1 lines 10 and 12).
 

@@ -48,9 +48,7 @@ def array_values(array: Array) -> np.ndarray:
             else np.lib.format.read_array_header_2_0
         )
         shape, _, dtype = read(buf)
-        return np.frombuffer(
-            array.data, dtype=dtype, count=int(np.prod(shape)), offset=buf.tell()
-        )
+        return np.frombuffer(array.data, dtype=dtype, count=int(np.prod(shape)), offset=buf.tell())
     except Exception:  # noqa: BLE001 - fall back to Flower's own decoding
         return array.numpy()
 

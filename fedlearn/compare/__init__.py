@@ -15,7 +15,9 @@ from fedlearn.compare.runs import find_run_dirs, label_runs, read_run
 
 
 def build_report(
-    folder: str | Path, target: float | None = None, show: bool = True,
+    folder: str | Path,
+    target: float | None = None,
+    show: bool = True,
     ignore: tuple[str, ...] = (),
 ) -> list[Group] | None:
     """Read every run under ``folder``; write report.md, CSVs and plots there.

@@ -62,8 +62,17 @@ def run_figures(run: Run, target: float | None) -> RunFigures:
         "best_loss": min(finite_loss, default=None),
         "wall_seconds": _num(run.result.get("wall_seconds")),
     }
-    return RunFigures("central" if central else "federated", rounds, acc, loss, cum, values,
-                      target_round, target_sent, target_received)
+    return RunFigures(
+        "central" if central else "federated",
+        rounds,
+        acc,
+        loss,
+        cum,
+        values,
+        target_round,
+        target_sent,
+        target_received,
+    )
 
 
 @dataclass
@@ -104,15 +113,23 @@ def build_groups(runs: list[Run], target: float | None) -> list[Group]:
     for label in labels:
         members = [r for r in runs if r.group == label]
         figs = [run_figures(r, target) for r in members if r.ok]
-        stats = {m: summarize([f.values[m] for f in figs if f.values[m] is not None])
-                 for m in METRICS}
+        stats = {
+            m: summarize([f.values[m] for f in figs if f.values[m] is not None]) for m in METRICS
+        }
         hit = [f for f in figs if f.target_round is not None]
-        groups.append(Group(
-            label, members[0].block, members, figs, stats, len(hit),
-            summarize([f.target_round for f in hit]),
-            summarize([f.target_sent for f in hit]),
-            summarize([f.target_received for f in hit]),
-        ))
+        groups.append(
+            Group(
+                label,
+                members[0].block,
+                members,
+                figs,
+                stats,
+                len(hit),
+                summarize([f.target_round for f in hit]),
+                summarize([f.target_sent for f in hit]),
+                summarize([f.target_received for f in hit]),
+            )
+        )
     return groups
 
 

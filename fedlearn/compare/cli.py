@@ -56,8 +56,15 @@ def _mark_failed(run_dir: Path, seed: int, exc: BaseException) -> None:
     path = run_dir / records.RESULT
     if path.exists():
         return
-    records.write_json(path, {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                              "seed": seed, "rounds_completed": 0})
+    records.write_json(
+        path,
+        {
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "seed": seed,
+            "rounds_completed": 0,
+        },
+    )
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -88,13 +95,17 @@ def _target(value: str | None) -> float | None:
 
 def report_main(argv: list[str]) -> None:
     """``fedlearn-compare report <folder> [--target T]``."""
-    parser = argparse.ArgumentParser(prog="fedlearn-compare report",
-                                     description="Rebuild a comparison from run folders.")
+    parser = argparse.ArgumentParser(
+        prog="fedlearn-compare report", description="Rebuild a comparison from run folders."
+    )
     parser.add_argument("folder", help="a sweep folder (or any folder holding run folders)")
     parser.add_argument("--target", default=None, help="accuracy to reach (default: auto)")
-    parser.add_argument("--ignore", default="",
-                        help="comma-separated settings or sections that do not separate runs,"
-                        " e.g. runtime (deployments of the same experiment)")
+    parser.add_argument(
+        "--ignore",
+        default="",
+        help="comma-separated settings or sections that do not separate runs,"
+        " e.g. runtime (deployments of the same experiment)",
+    )
     args = parser.parse_args(argv)
     ignore = tuple(k.strip() for k in args.ignore.split(",") if k.strip())
     if build_report(args.folder, _target(args.target), ignore=ignore) is None:
@@ -107,10 +118,12 @@ def sweep_argv(argv: list[str]) -> list[str]:
     hydra_args = []
     for arg in argv:
         if arg.startswith("compare."):
-            key, _, value = arg[len("compare."):].partition("=")
+            key, _, value = arg[len("compare.") :].partition("=")
             if key not in OPTIONS:
-                raise ValueError(f"unknown option compare.{key}; allowed: "
-                                 + ", ".join(f"compare.{o}" for o in sorted(OPTIONS)))
+                raise ValueError(
+                    f"unknown option compare.{key}; allowed: "
+                    + ", ".join(f"compare.{o}" for o in sorted(OPTIONS))
+                )
             options[key] = value
         elif arg not in ("-m", "--multirun"):
             hydra_args.append(arg)
@@ -118,7 +131,8 @@ def sweep_argv(argv: list[str]) -> list[str]:
     if not any(a.startswith("progress=") for a in hydra_args):
         hydra_args.append("progress=false")  # live bars from parallel jobs would interleave
     return [
-        "--multirun", *hydra_args,
+        "--multirun",
+        *hydra_args,
         f"+{CALLBACK}._target_=fedlearn.compare.cli.ReportCallback",
         f"+{CALLBACK}.target={'null' if target is None else target}",
     ]
@@ -132,9 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     dirs = [a for a in argv if a.startswith("dir=")]
     if dirs:
-        target = [f"--target={a.partition('=')[2]}" for a in argv
-                  if a.startswith("compare.target=")]
-        report_main([dirs[0][len("dir="):], *target])
+        target = [
+            f"--target={a.partition('=')[2]}" for a in argv if a.startswith("compare.target=")
+        ]
+        report_main([dirs[0][len("dir=") :], *target])
         return
     sys.argv = [sys.argv[0], *sweep_argv(argv)]
     _job()

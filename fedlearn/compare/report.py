@@ -52,9 +52,11 @@ def rows(groups: list[Group]) -> list[dict[str, object]]:
             for part in ("mean", "std", "ci_low", "ci_high"):
                 row[f"{m}_{part}"] = "" if s is None else getattr(s, part)
         row["target_reached"] = g.reached
-        for name, s in (("rounds_to_target", g.rounds_to_target),
-                        ("bytes_sent_to_target", g.sent_to_target),
-                        ("bytes_received_to_target", g.received_to_target)):
+        for name, s in (
+            ("rounds_to_target", g.rounds_to_target),
+            ("bytes_sent_to_target", g.sent_to_target),
+            ("bytes_received_to_target", g.received_to_target),
+        ):
             row[f"{name}_mean"] = "" if s is None else s.mean
         row["p_value_vs_best"] = "" if g.p_value is None else g.p_value
         row["verdict"] = g.verdict
@@ -70,29 +72,54 @@ def write_csvs(groups: list[Group], folder: Path) -> None:
         w.writerows(table)
     with open(folder / RUNS_CSV, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["group", "seed", "status", "path", *METRICS, "rounds_to_target",
-                    "bytes_sent_to_target", "bytes_received_to_target", "error"])
+        w.writerow(
+            [
+                "group",
+                "seed",
+                "status",
+                "path",
+                *METRICS,
+                "rounds_to_target",
+                "bytes_sent_to_target",
+                "bytes_received_to_target",
+                "error",
+            ]
+        )
         for g in groups:
             figs = iter(g.figures)
             for r in g.runs:
                 fig = next(figs) if r.ok else None
                 vals = [fig.values[m] if fig else "" for m in METRICS]
                 tgt = [fig.target_round, fig.target_sent, fig.target_received] if fig else [""] * 3
-                w.writerow([g.label, r.seed, r.status, _rel(r.path, folder), *vals,
-                            *["" if v is None else v for v in tgt], r.error or ""])
+                w.writerow(
+                    [
+                        g.label,
+                        r.seed,
+                        r.status,
+                        _rel(r.path, folder),
+                        *vals,
+                        *["" if v is None else v for v in tgt],
+                        r.error or "",
+                    ]
+                )
 
 
 def _curve(g: Group, x_of: str) -> tuple[list[float], list[float], list[float]]:
     """Per round: x (round or mean cumulative MB), mean accuracy and its std over seeds."""
     xs, mean, std = [], [], []
     for r in sorted({r for f in g.figures for r in f.rounds}):
-        pts = [(f.accuracy[i], f.cum_bytes[i]) for f in g.figures
-               for i, fr in enumerate(f.rounds) if fr == r]
+        pts = [
+            (f.accuracy[i], f.cum_bytes[i])
+            for f in g.figures
+            for i, fr in enumerate(f.rounds)
+            if fr == r
+        ]
         acc = [p[0] for p in pts]
         m = sum(acc) / len(acc)
         mean.append(m)
-        std.append(math.sqrt(sum((a - m) ** 2 for a in acc) / (len(acc) - 1))
-                   if len(acc) > 1 else 0.0)
+        std.append(
+            math.sqrt(sum((a - m) ** 2 for a in acc) / (len(acc) - 1)) if len(acc) > 1 else 0.0
+        )
         xs.append(r if x_of == "round" else sum(p[1] for p in pts) / len(pts) / 1e6)
     return xs, mean, std
 
@@ -107,15 +134,20 @@ def _band(groups: list[Group], x_of: str, path: Path, xlabel: str) -> None:
     names = blocks(groups)
     cols = min(len(names), 3)
     rows_ = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(6.5 * cols, 4.5 * rows_), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        rows_, cols, figsize=(6.5 * cols, 4.5 * rows_), squeeze=False, sharey=True
+    )
     for ax, block in zip(axes.flat, names, strict=False):
         for g in (g for g in groups if g.block == block and g.figures):
             xs, mean, std = _curve(g, x_of)
             (line,) = ax.plot(xs, mean, label=f"{g.name} (n={len(g.figures)})")
-            ax.fill_between(xs, [m - s for m, s in zip(mean, std, strict=True)],
-                            [m + s for m, s in zip(mean, std, strict=True)],
-                            color=line.get_color(), alpha=0.15)
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(mean, std, strict=True)],
+                [m + s for m, s in zip(mean, std, strict=True)],
+                color=line.get_color(),
+                alpha=0.15,
+            )
         if x_of == "round":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(block or "all runs", fontsize=10)
@@ -125,7 +157,7 @@ def _band(groups: list[Group], x_of: str, path: Path, xlabel: str) -> None:
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no completed runs", ha="center", transform=ax.transAxes)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy")
@@ -147,8 +179,14 @@ def _rel(path: Path, folder: Path) -> str:
         return str(path)
 
 
-def markdown(groups: list[Group], folder: Path, axes: list[str], target: float | None,
-             target_auto: bool, source: str) -> str:
+def markdown(
+    groups: list[Group],
+    folder: Path,
+    axes: list[str],
+    target: float | None,
+    target_auto: bool,
+    source: str,
+) -> str:
     """The report as Markdown."""
     runs = [r for g in groups for r in g.runs]
     failed = [r for r in runs if not r.ok]
@@ -196,8 +234,10 @@ def markdown(groups: list[Group], folder: Path, axes: list[str], target: float |
     ]
     if failed:
         lines += ["## Runs that did not complete (left out of the statistics)", ""]
-        lines += [f"- `{_rel(r.path, folder)}` ({r.group}, seed {r.seed}): {r.status}: "
-                  f"{r.error or '-'}" for r in failed]
+        lines += [
+            f"- `{_rel(r.path, folder)}` ({r.group}, seed {r.seed}): {r.status}: {r.error or '-'}"
+            for r in failed
+        ]
         lines.append("")
     lines += [f"Data: {SUMMARY_CSV} (per group), {RUNS_CSV} (per run)."]
     return "\n".join(lines) + "\n"
@@ -209,8 +249,18 @@ def print_table(groups: list[Group], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("#", "strategy", "settings", "ok", "final acc", "best acc", "final loss",
-                "to target", "wall s", "vs best"):
+    for col in (
+        "#",
+        "strategy",
+        "settings",
+        "ok",
+        "final acc",
+        "best acc",
+        "final loss",
+        "to target",
+        "wall s",
+        "vs best",
+    ):
         table.add_column(col, overflow="fold")
     rank_in_block: dict[str, int] = {}
     for g in groups:
@@ -218,10 +268,18 @@ def print_table(groups: list[Group], title: str) -> None:
             table.add_section()
         rank_in_block[g.block] = i = rank_in_block.get(g.block, 0) + 1
         p = "" if g.p_value is None or math.isnan(g.p_value) else f" p={g.p_value:.3f}"
-        table.add_row(str(i), g.name, g.block or "-", f"{len(g.ok)}/{len(g.runs)}",
-                      pm(g.stats["final_acc"]),
-                      pm(g.stats["best_acc"], ci=False), pm(g.stats["final_loss"], ci=False),
-                      target_cell(g), pm(g.stats["wall_seconds"], 1, ci=False), g.verdict + p)
+        table.add_row(
+            str(i),
+            g.name,
+            g.block or "-",
+            f"{len(g.ok)}/{len(g.runs)}",
+            pm(g.stats["final_acc"]),
+            pm(g.stats["best_acc"], ci=False),
+            pm(g.stats["final_loss"], ci=False),
+            target_cell(g),
+            pm(g.stats["wall_seconds"], 1, ci=False),
+            g.verdict + p,
+        )
     console = Console()
     if not console.is_terminal:  # logs and pipes: do not squeeze into 80 columns
         console = Console(width=160)

@@ -135,8 +135,11 @@ def label_runs(runs: list[Run], ignore: tuple[str, ...] = ()) -> list[str]:
     shown: set[str] = set()
     for run in runs:
         target = str(run.config.get("strategy._target_") or run.result.get("strategy") or "?")
-        same = [r for r in runs
-                if r.config.get("strategy._target_") == run.config.get("strategy._target_")]
+        same = [
+            r
+            for r in runs
+            if r.config.get("strategy._target_") == run.config.get("strategy._target_")
+        ]
         strategy_parts, block_parts = [target.rsplit(".", 1)[-1]], []
         for k in swept:
             if k == "strategy._target_":

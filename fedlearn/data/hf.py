@@ -123,6 +123,7 @@ def load(
         train_y=out["train_y"],
         test_x=out["test_x"],
         test_y=out["test_y"],
-        spec=DataSpec(input_shape=tuple(out["train_x"].shape[1:]), num_classes=num_classes,
-                      kind="image"),
+        spec=DataSpec(
+            input_shape=tuple(out["train_x"].shape[1:]), num_classes=num_classes, kind="image"
+        ),
     )

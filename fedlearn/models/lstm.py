@@ -50,7 +50,10 @@ class LSTM(nn.Module):
                 raise ValueError(f"model.{name} must be at least 1, got {value}")
         self.embed = nn.Embedding(num_classes, embed_dim)
         self.lstm = nn.LSTM(
-            embed_dim, hidden, num_layers=layers, batch_first=True,
+            embed_dim,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
         self.head = nn.Linear(hidden, num_classes)

@@ -55,7 +55,12 @@ class Transformer(nn.Module):
         self.tok = nn.Embedding(num_classes, width)
         self.pos = nn.Embedding(seq_len, width)
         block = nn.TransformerEncoderLayer(
-            width, heads, ff_mult * width, dropout, activation="gelu", batch_first=True,
+            width,
+            heads,
+            ff_mult * width,
+            dropout,
+            activation="gelu",
+            batch_first=True,
             norm_first=True,
         )
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)

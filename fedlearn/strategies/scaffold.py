@@ -92,8 +92,9 @@ class Scaffold(FedAvg):
         if arrays is None or not deltas:
             return arrays, metrics
         if self.server_learning_rate != 1.0 and self.current_arrays is not None:
-            arrays = to_record(_server_step(self.current_arrays, to_numpy(arrays),
-                                            self.server_learning_rate))
+            arrays = to_record(
+                _server_step(self.current_arrays, to_numpy(arrays), self.server_learning_rate)
+            )
         total = max(self.total_nodes, len(deltas))
         for key in deltas[0]:
             step = sum(d[key] for d in deltas) / total

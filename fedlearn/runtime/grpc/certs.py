@@ -106,5 +106,6 @@ def make_pki(folder: str | os.PathLike, client_names: list[str]) -> Pki:
         os.chmod(client_tokens[name], 0o600)
     (out / "tokens.txt").write_text("\n".join(lines) + "\n")
     os.chmod(out / "tokens.txt", 0o600)
-    return Pki(out / "ca.pem", server_cert, server_key, out / "tokens.txt", client_certs,
-               client_tokens)
+    return Pki(
+        out / "ca.pem", server_cert, server_key, out / "tokens.txt", client_certs, client_tokens
+    )

@@ -96,15 +96,28 @@ def client_parser() -> argparse.ArgumentParser:
     """The ``fedlearn-client`` command line."""
     p = argparse.ArgumentParser(prog="fedlearn-client", description=__doc__.split("\n")[0])
     p.add_argument("--server", required=True, help="server host:port")
-    p.add_argument("--app", default="fedlearn.app.client_app:app",
-                   help="the Flower ClientApp to run, module:attribute")
+    p.add_argument(
+        "--app",
+        default="fedlearn.app.client_app:app",
+        help="the Flower ClientApp to run, module:attribute",
+    )
     node = p.add_argument_group("node (Flower node_config)")
     node.add_argument("--partition-id", type=int, help="this client's partition of the dataset")
     node.add_argument("--num-partitions", type=int, help="partitions in total")
-    node.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                      help="own local data: dataset settings, e.g. --data root=/data/me")
-    node.add_argument("--node-config", action="append", default=[], metavar="KEY=VALUE",
-                      help="any other node_config entry")
+    node.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="own local data: dataset settings, e.g. --data root=/data/me",
+    )
+    node.add_argument(
+        "--node-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other node_config entry",
+    )
     node.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     node.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     sec = p.add_argument_group("security")
@@ -114,10 +127,17 @@ def client_parser() -> argparse.ArgumentParser:
     sec.add_argument("--tls-key", help="this client's private key (PEM), for mutual TLS")
     sec.add_argument("--token-file", help="file holding this client's token")
     p.add_argument("--node-name", help="node name when the server has no authentication")
-    p.add_argument("--id-file", help="keep a generated node name in this file, so a restarted"
-                   " client is the same node (servers without authentication)")
-    p.add_argument("--reconnect-timeout", type=float, default=300.0,
-                   help="give up after this many seconds without a connection")
+    p.add_argument(
+        "--id-file",
+        help="keep a generated node name in this file, so a restarted"
+        " client is the same node (servers without authentication)",
+    )
+    p.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=300.0,
+        help="give up after this many seconds without a connection",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -147,8 +167,9 @@ def client_settings(args: argparse.Namespace) -> Any:
     if args.partition_id is not None:
         if args.num_partitions is None or not 0 <= args.partition_id < args.num_partitions:
             raise ValueError("--partition-id needs --num-partitions N and 0 <= id < N")
-        node_config.update({"partition-id": args.partition_id,
-                            "num-partitions": args.num_partitions})
+        node_config.update(
+            {"partition-id": args.partition_id, "num-partitions": args.num_partitions}
+        )
     if args.device:
         node_config["device"] = args.device
     if not args.insecure and not args.tls_ca:
@@ -156,9 +177,15 @@ def client_settings(args: argparse.Namespace) -> Any:
     if args.insecure:
         log.warning("--insecure: plaintext connection to %s", args.server)
     return ClientSettings(
-        address=args.server, node_config=node_config, app=args.app, insecure=args.insecure,
-        tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        token_file=args.token_file, node_name=args.node_name or persisted_name(args.id_file),
+        address=args.server,
+        node_config=node_config,
+        app=args.app,
+        insecure=args.insecure,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        token_file=args.token_file,
+        node_name=args.node_name or persisted_name(args.id_file),
         reconnect_timeout=args.reconnect_timeout,
     )
 
@@ -166,8 +193,9 @@ def client_settings(args: argparse.Namespace) -> Any:
 def client_main(argv: list[str] | None = None) -> None:
     """``fedlearn-client``: join a server, train when asked, exit when the run is over."""
     args = client_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("flwr").setLevel(logging.WARNING)
     settings = client_settings(args)
     if args.threads:

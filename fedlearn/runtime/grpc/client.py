@@ -100,8 +100,9 @@ class GrpcClient:
         self.name = settings.node_name or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
         self.token = security.read_token(settings.token_file) if settings.token_file else None
         if not settings.insecure:
-            self.creds = security.channel_credentials(settings.tls_ca, settings.tls_cert,
-                                                      settings.tls_key)
+            self.creds = security.channel_credentials(
+                settings.tls_ca, settings.tls_cert, settings.tls_key
+            )
         self.handled = 0  # messages answered, for tests and logs
         self.warm = False
         self._app_lock = threading.Lock()
@@ -133,8 +134,11 @@ class GrpcClient:
                 log.error("server %s refused this client: %s", self.s.address, err)
                 return 1
             if time.monotonic() - last_ok > self.s.reconnect_timeout:
-                log.error("server %s unreachable for %.0f s; giving up", self.s.address,
-                          self.s.reconnect_timeout)
+                log.error(
+                    "server %s unreachable for %.0f s; giving up",
+                    self.s.address,
+                    self.s.reconnect_timeout,
+                )
                 return 1
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self.s.max_backoff)
@@ -148,8 +152,11 @@ class GrpcClient:
             outbox: asyncio.Queue = asyncio.Queue()
             tasks: list[asyncio.Task] = []
             try:
-                hello = pb.Hello(protocol_version=PROTOCOL_VERSION, node_name=self.name,
-                                 node_config=config_to_proto(self.s.node_config))
+                hello = pb.Hello(
+                    protocol_version=PROTOCOL_VERSION,
+                    node_name=self.name,
+                    node_config=config_to_proto(self.s.node_config),
+                )
                 await call.write(pb.ClientFrame(hello=hello))
                 first = await call.read()
                 if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
@@ -191,8 +198,13 @@ class GrpcClient:
                     raise Refused(f"{err.code().name}: {err.details()}") from None
                 # Before the first connection the server may simply not be up yet.
                 level = logging.WARNING if self.context is not None else logging.INFO
-                log.log(level, "no connection to %s (%s: %s); retrying", self.s.address,
-                        err.code().name, err.details())
+                log.log(
+                    level,
+                    "no connection to %s (%s: %s); retrying",
+                    self.s.address,
+                    err.code().name,
+                    err.details(),
+                )
                 return welcomed
             except FrameError as err:
                 log.warning("bad frame from server (%s); reconnecting", err)
@@ -205,9 +217,13 @@ class GrpcClient:
     def _join(self, welcome: pb.Welcome) -> None:
         run_config = config_from_proto(welcome.run_config)
         if self.context is None:
-            self.context = Context(run_id=welcome.run_id, node_id=welcome.node_id,
-                                   node_config=dict(self.s.node_config), state=RecordDict(),
-                                   run_config=run_config)
+            self.context = Context(
+                run_id=welcome.run_id,
+                node_id=welcome.node_id,
+                node_config=dict(self.s.node_config),
+                state=RecordDict(),
+                run_config=run_config,
+            )
         else:  # a reconnect: same state, the server's current run
             self.context.run_id, self.context.node_id = welcome.run_id, welcome.node_id
             self.context.run_config = run_config
@@ -248,8 +264,17 @@ class GrpcClient:
             config = ConfigRecord({"server-round": 0, "max-steps": 1})
             with torch.random.fork_rng():
                 for kind in ("train", "evaluate"):
-                    meta = Metadata(context.run_id, "warm-up", 1, context.node_id, "", "warm-up",
-                                    time.time(), 60.0, kind)
+                    meta = Metadata(
+                        context.run_id,
+                        "warm-up",
+                        1,
+                        context.node_id,
+                        "",
+                        "warm-up",
+                        time.time(),
+                        60.0,
+                        kind,
+                    )
                     content = RecordDict({"arrays": arrays, "config": config})
                     self.app(Message(metadata=meta, content=content), context)
         except Exception as err:  # the first real message will report it to the server
@@ -286,8 +311,11 @@ class GrpcClient:
             except Exception as err:  # the strategy sees a failed node, the run goes on
                 from fedlearn.runtime.inprocess import CLIENT_EXCEPTION  # (imports torch)
 
-                log.error("ClientApp failed on %s: %s", msg.metadata.message_type,
-                          traceback.format_exc(limit=3))
+                log.error(
+                    "ClientApp failed on %s: %s",
+                    msg.metadata.message_type,
+                    traceback.format_exc(limit=3),
+                )
                 error = Error(CLIENT_EXCEPTION, f"{type(err).__name__}: {err}")
                 parts = message_parts(Message(error, reply_to=msg))
             self.handled += 1

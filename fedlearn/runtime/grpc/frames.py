@@ -134,13 +134,17 @@ def chunk_frame_bytes(seq: int, parts: list[bytes], chunk_bytes: int) -> Iterato
 def add_servicer(servicer: Any, server: grpc.aio.Server) -> None:
     """Register ``servicer.Connect`` with the fast chunk (de)serializers."""
     handler = grpc.stream_stream_rpc_method_handler(
-        servicer.Connect, request_deserializer=decoder(pb.ClientFrame),
-        response_serializer=serialize)
+        servicer.Connect,
+        request_deserializer=decoder(pb.ClientFrame),
+        response_serializer=serialize,
+    )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Connect": handler}),))
+        (grpc.method_handlers_generic_handler(SERVICE, {"Connect": handler}),)
+    )
 
 
 def connect(channel: grpc.aio.Channel) -> Any:
     """The ``Connect`` stream-stream callable of a client channel, with the fast path."""
-    return channel.stream_stream(CONNECT, request_serializer=serialize,
-                                 response_deserializer=decoder(pb.ServerFrame))
+    return channel.stream_stream(
+        CONNECT, request_serializer=serialize, response_deserializer=decoder(pb.ServerFrame)
+    )

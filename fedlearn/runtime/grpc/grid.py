@@ -162,8 +162,7 @@ class GrpcGrid(Grid):
                     pending = self._pending.pop(mid)
                     waited = min(limits)
                     log.warning("node %d: no reply within %.1f s", pending.session.node_id, waited)
-                    self._fail(mid, pending.message, NO_REPLY,
-                               f"no reply within {waited} s")
+                    self._fail(mid, pending.message, NO_REPLY, f"no reply within {waited} s")
             replies = [self._replies.pop(m) for m in ids]
         # Frames that crossed the wire during this exchange (fedlearn's TrackingGrid reads it).
         self.last_wire_bytes = (self.bytes_sent - before[0], self.bytes_received - before[1])
@@ -199,12 +198,21 @@ class GrpcGrid(Grid):
                 del self._sessions[session.node_id]
             lost = [m for m, p in self._pending.items() if p.session is session]
             for mid in lost:
-                self._fail(mid, self._pending.pop(mid).message, ErrorCode.NODE_UNAVAILABLE,
-                           f"client disconnected: {reason}")
+                self._fail(
+                    mid,
+                    self._pending.pop(mid).message,
+                    ErrorCode.NODE_UNAVAILABLE,
+                    f"client disconnected: {reason}",
+                )
             self._cond.notify_all()
         if lost:
-            log.warning("node %d (%s) dropped from %d pending message(s): %s",
-                        session.node_id, session.identity, len(lost), reason)
+            log.warning(
+                "node %d (%s) dropped from %d pending message(s): %s",
+                session.node_id,
+                session.identity,
+                len(lost),
+                reason,
+            )
 
     def deliver(self, session: Session, reply: Message, nonfinite: list[str]) -> str | None:
         """Hand a client's reply to the waiting strategy; return why it was refused, if it was."""
@@ -218,8 +226,10 @@ class GrpcGrid(Grid):
             sent = pending.message
             if reply.metadata.message_type != sent.metadata.message_type:
                 self.refused += 1
-                why = (f"reply of type {reply.metadata.message_type!r} to a"
-                       f" {sent.metadata.message_type!r} message")
+                why = (
+                    f"reply of type {reply.metadata.message_type!r} to a"
+                    f" {sent.metadata.message_type!r} message"
+                )
                 self._fail(mid, sent, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, why)
                 self._cond.notify_all()
                 return why

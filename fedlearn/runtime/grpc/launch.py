@@ -71,10 +71,20 @@ def _local_settings(settings: DeploySettings, run_dir: Path, n: int) -> tuple[De
 
 def client_args(port: int, k: int, n: int, cfg: dict[str, Any], pki: Any) -> list[str]:
     """The ``fedlearn-client`` arguments of local client ``k`` of ``n``."""
-    cmd = ["--server", f"127.0.0.1:{port}", "--node-name", f"client-{k}",
-           "--partition-id", str(k), "--num-partitions", str(n),
-           "--threads", str(int(cfg["runtime"].get("client_threads") or 1)),
-           "--reconnect-timeout", str(float(cfg["runtime"].get("wait_timeout", 300)))]
+    cmd = [
+        "--server",
+        f"127.0.0.1:{port}",
+        "--node-name",
+        f"client-{k}",
+        "--partition-id",
+        str(k),
+        "--num-partitions",
+        str(n),
+        "--threads",
+        str(int(cfg["runtime"].get("client_threads") or 1)),
+        "--reconnect-timeout",
+        str(float(cfg["runtime"].get("wait_timeout", 300))),
+    ]
     if pki is None:
         cmd.append("--insecure")
     else:
@@ -113,13 +123,19 @@ def _start_client(argv: list[str], log_file: Path) -> Any:
     """Fork where possible: the child shares the loaded libraries, data and partitions
     (seconds per client on a small machine); otherwise a fresh ``fedlearn-client``."""
     if _can_fork():
-        proc = mp.get_context("fork").Process(target=_client_child, args=(argv, str(log_file)),
-                                              name=argv[argv.index("--node-name") + 1])
+        proc = mp.get_context("fork").Process(
+            target=_client_child,
+            args=(argv, str(log_file)),
+            name=argv[argv.index("--node-name") + 1],
+        )
         proc.start()
         return proc
     with open(log_file, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "fedlearn.runtime.grpc.cli", "client",
-                                 *argv], stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "fedlearn.runtime.grpc.cli", "client", *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _prepare_fork(cfg: dict[str, Any], n: int) -> None:
@@ -130,9 +146,13 @@ def _prepare_fork(cfg: dict[str, Any], n: int) -> None:
     from fedlearn.runtime.grpc.client import ClientSettings, GrpcClient
 
     client = GrpcClient(ClientSettings(address="127.0.0.1:1", insecure=True))
-    client.context = Context(run_id=0, node_id=0, node_config={"partition-id": 0,
-                             "num-partitions": n}, state=RecordDict(),
-                             run_config=client_run_config(cfg))
+    client.context = Context(
+        run_id=0,
+        node_id=0,
+        node_config={"partition-id": 0, "num-partitions": n},
+        state=RecordDict(),
+        run_config=client_run_config(cfg),
+    )
     client._warm_up()
 
 
@@ -162,8 +182,9 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
             logs.mkdir(exist_ok=True)
             port = int(settings.address.rsplit(":", 1)[1])
             for k in range(n_local):
-                procs.append(_start_client(client_args(port, k, n_local, cfg, pki),
-                                           logs / f"client-{k}.log"))
+                procs.append(
+                    _start_client(client_args(port, k, n_local, cfg, pki), logs / f"client-{k}.log")
+                )
         port = server.start()
         log.info("fedlearn server listening on %s:%d", settings.address.rsplit(":", 1)[0], port)
         wanted = int(settings.min_clients)
@@ -173,8 +194,9 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
                 f"runtime.min_clients={wanted}: only {got} client(s) connected within"
                 f" runtime.wait_timeout={settings.wait_timeout} s"
             )
-        context = Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(),
-                          run_config={})
+        context = Context(
+            run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}
+        )
         make_server_app(setup)(grid, context)
         reason = f"run {setup.result.get('status', 'over')}"
     finally:

@@ -79,8 +79,9 @@ def content_parts(content: RecordDict) -> list[bytes]:
     return _field(2, items)
 
 
-def message_parts(message: Message, content_cache: dict[int, list[bytes]] | None = None
-                  ) -> list[bytes]:
+def message_parts(
+    message: Message, content_cache: dict[int, list[bytes]] | None = None
+) -> list[bytes]:
     """Serialize ``message`` (flwr's ``message_to_proto`` encoding) as a list of byte parts.
 
     Metadata comes first, then the content or error. ``content_cache`` maps

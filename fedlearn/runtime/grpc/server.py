@@ -102,8 +102,9 @@ class FleetServicer(pb_grpc.FleetServicer):
                 node_config = config_from_proto(hello.node_config)
             except FrameError as err:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad node_config: {err}") from None
-            session = Session(security.node_id_for(identity), identity, node_config,
-                              asyncio.Queue(), loop)
+            session = Session(
+                security.node_id_for(identity), identity, node_config, asyncio.Queue(), loop
+            )
             yield pb.ServerFrame(welcome=self._welcome(session))
             log.info("node %d (%s) connected from %s", session.node_id, identity, context.peer())
             reader = asyncio.create_task(self._read(session, request_iterator))
@@ -140,8 +141,9 @@ class FleetServicer(pb_grpc.FleetServicer):
         seq = 0
         while True:
             if time.monotonic() - session.last_seen > self.s.heartbeat_timeout:
-                log.warning("node %d: no heartbeat for %.0f s", session.node_id,
-                            self.s.heartbeat_timeout)
+                log.warning(
+                    "node %d: no heartbeat for %.0f s", session.node_id, self.s.heartbeat_timeout
+                )
                 raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "heartbeat timeout")
             try:
                 item = await asyncio.wait_for(session.outq.get(), self.s.heartbeat_interval)
@@ -220,8 +222,9 @@ class GrpcServer:
         self.settings = settings
         self.port: int | None = None
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="fedlearn-grpc")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="fedlearn-grpc"
+        )
         self._server: grpc.aio.Server | None = None
 
     def start(self) -> int:
@@ -246,12 +249,16 @@ class GrpcServer:
         self._server = grpc.aio.server(options=options)
         add_servicer(FleetServicer(self.grid, s), self._server)
         if s.insecure:
-            log.warning("runtime.insecure=true: plaintext gRPC on %s; anyone on the network can"
-                        " read and alter the model", s.address)
+            log.warning(
+                "runtime.insecure=true: plaintext gRPC on %s; anyone on the network can"
+                " read and alter the model",
+                s.address,
+            )
             port = self._server.add_insecure_port(s.address)
         else:
-            creds = security.server_credentials(s.tls.cert, s.tls.key, s.tls.ca,
-                                                s.require_client_cert)
+            creds = security.server_credentials(
+                s.tls.cert, s.tls.key, s.tls.ca, s.require_client_cert
+            )
             port = self._server.add_secure_port(s.address, creds)
         if port == 0:
             raise ValueError(f"runtime.address={s.address}: cannot bind (in use?)")
