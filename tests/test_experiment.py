@@ -106,3 +106,24 @@ def test_fedprox_sends_proximal_mu(tiny: list[str], tmp_path, monkeypatch) -> No
     monkeypatch.setattr(training, "train", spy)
     simulate([*tiny, "strategy=fedprox", "strategy.proximal_mu=0.25"], run_dir=tmp_path)
     assert seen and set(seen) == {0.25}
+
+
+def test_gc_is_frozen_only_during_the_run(tiny: list[str], tmp_path, monkeypatch) -> None:
+    import gc
+
+    from fedlearn import experiment
+
+    seen = []
+    inner = experiment._run_inprocess
+    monkeypatch.setattr(
+        experiment, "_run_inprocess", lambda *a: (seen.append(gc.get_freeze_count()), inner(*a))
+    )
+    gc.unfreeze()
+    simulate(tiny, tmp_path / "a")
+    assert seen[0] > 0 and gc.get_freeze_count() == 0  # nothing is kept frozen afterwards
+    gc.freeze()  # a caller's own freeze is left as it is
+    try:
+        simulate(tiny, tmp_path / "b")
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
