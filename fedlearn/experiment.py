@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedlearn import checks, console, records, training
 from fedlearn.app import client_app as client_module
+from fedlearn.app.arrays import to_record, to_state_dict
 from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import ServerSetup, make_server_app
 from fedlearn.data import load_dataset
@@ -90,7 +91,7 @@ def _central_eval(cfg: dict[str, Any], model: torch.nn.Module) -> Any:
     model = copy.deepcopy(model)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[str, float]:  # noqa: ARG001
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model.load_state_dict(to_state_dict(arrays))
         res = training.evaluate(model, x, y, device)
         return {"loss": res["loss"], "accuracy": res["accuracy"]}
 
@@ -122,7 +123,7 @@ def build_setup(cfg: dict[str, Any], run_dir: Path) -> ServerSetup:
     inner = getattr(strategy, "strategy", strategy)
     return ServerSetup(
         strategy=strategy,
-        initial_arrays=ArrayRecord(model.state_dict()),
+        initial_arrays=to_record(model.state_dict()),
         num_rounds=int(cfg["num_rounds"]),
         run_dir=run_dir,
         train_config=train_config(cfg),

@@ -36,13 +36,21 @@ def arrays(**named: list[float]) -> ArrayRecord:
 
 def _metadata(node: int) -> Metadata:
     return Metadata(
-        run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
-        reply_to_message_id="", group_id="", created_at=0.0, ttl=100.0, message_type="train",
+        run_id=1,
+        message_id=f"m{node}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id="",
+        group_id="",
+        created_at=0.0,
+        ttl=100.0,
+        message_type="train",
     )
 
 
-def reply(node: int, weights: ArrayRecord, examples: int, steps: int = 1,
-          **extra: ArrayRecord) -> Message:
+def reply(
+    node: int, weights: ArrayRecord, examples: int, steps: int = 1, **extra: ArrayRecord
+) -> Message:
     """A train reply as fedlearn's ClientApp sends it."""
     metrics = MetricRecord({"train_loss": 1.0, "num-examples": examples, "num-steps": steps})
     content = RecordDict({"arrays": weights, "metrics": metrics, **extra})
@@ -69,12 +77,22 @@ def simulate_small(strategy: str, run_dir: object, *extra: str) -> tuple[dict, l
     from fedlearn import records
     from fedlearn.experiment import simulate
 
-    result = simulate([
-        f"strategy={strategy}", "num_rounds=4", "num_clients=6", "strategy.fraction_train=0.5",
-        "strategy.min_train_nodes=2", "partitioner=dirichlet", "partitioner.alpha=0.5",
-        "client.local_epochs=3", "runtime.workers=1", "progress=false",
-        *extra,
-    ], run_dir=run_dir)
+    result = simulate(
+        [
+            f"strategy={strategy}",
+            "num_rounds=4",
+            "num_clients=6",
+            "strategy.fraction_train=0.5",
+            "strategy.min_train_nodes=2",
+            "partitioner=dirichlet",
+            "partitioner.alpha=0.5",
+            "client.local_epochs=3",
+            "runtime.workers=1",
+            "progress=false",
+            *extra,
+        ],
+        run_dir=run_dir,
+    )
     run_dir = Path(str(run_dir))
     return result, records.read_metrics(run_dir), records.load_checkpoint(run_dir)
 
@@ -98,15 +116,23 @@ def assert_grpc_matches_inprocess(strategy: str, tmp: object) -> None:
     from fedlearn import records
     from fedlearn.experiment import simulate
 
-    base = [f"strategy={strategy}", "num_clients=3", "num_rounds=2", "dataset.max_samples=300",
-            "client.max_steps=4", "partitioner=dirichlet", "partitioner.alpha=0.5",
-            "progress=false"]
+    base = [
+        f"strategy={strategy}",
+        "num_clients=3",
+        "num_rounds=2",
+        "dataset.max_samples=300",
+        "client.max_steps=4",
+        "partitioner=dirichlet",
+        "partitioner.alpha=0.5",
+        "progress=false",
+    ]
     tmp = Path(str(tmp))
     grpc = simulate([*base, "runtime=grpc", "runtime.insecure=true"], run_dir=tmp / "grpc")
     local = simulate([*base, "runtime.workers=1"], run_dir=tmp / "inprocess")
     assert grpc["status"] == "completed", grpc["error"]
-    central = [[m.get("central") for m in records.read_metrics(tmp / d)] for d in ("grpc",
-                                                                              "inprocess")]
+    central = [
+        [m.get("central") for m in records.read_metrics(tmp / d)] for d in ("grpc", "inprocess")
+    ]
     assert central[0] == central[1]
     assert grpc["final"] == local["final"]
 
@@ -130,8 +156,10 @@ def label_split_rounds(strategy: object, rounds: int, lr: float, steps: int) -> 
     torch.manual_seed(0)
     model = nn.Linear(64, 10)
     weights = ArrayRecord(model.state_dict())
-    contexts = [Context(run_id=1, node_id=i + 1, node_config={}, state=RecordDict(),
-                        run_config={}) for i in range(2)]
+    contexts = [
+        Context(run_id=1, node_id=i + 1, node_config={}, state=RecordDict(), run_config={})
+        for i in range(2)
+    ]
     settings = training.TrainSettings(lr=lr, batch_size=len(y), local_epochs=steps)
     cpu = torch.device("cpu")
     for rnd in range(1, rounds + 1):
@@ -140,10 +168,19 @@ def label_split_rounds(strategy: object, rounds: int, lr: float, steps: int) -> 
             i = msg.metadata.dst_node_id - 1
             model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
             side = client_strategies.setup(msg.content, contexts[i], model, settings, cpu)
-            metrics = training.train(model, x[parts[i]], y[parts[i]], settings, cpu,
-                                     torch.Generator(), side.loss_hooks, side.grad_hooks)
-            content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                                  "metrics": MetricRecord(metrics)})
+            metrics = training.train(
+                model,
+                x[parts[i]],
+                y[parts[i]],
+                settings,
+                cpu,
+                torch.Generator(),
+                side.loss_hooks,
+                side.grad_hooks,
+            )
+            content = RecordDict(
+                {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics)}
+            )
             for key, record in side.finish(model, metrics).items():
                 content[key] = record
             replies.append(Message(content=content, metadata=_metadata(i + 1)))

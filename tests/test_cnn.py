@@ -34,9 +34,16 @@ def test_experiment_with_cnn_on_shakespeare_is_refused(tmp_path):
     from fedlearn.experiment import simulate
 
     shutil.copytree(Path(__file__).parent / "fixtures" / "shakespeare", tmp_path / "texts")
-    overrides = ["dataset=shakespeare", "model=cnn", "partitioner=natural", "num_clients=2",
-                 f"dataset.cache_dir={tmp_path}", "dataset.seq_len=8", "dataset.min_samples=20",
-                 "progress=false"]
+    overrides = [
+        "dataset=shakespeare",
+        "model=cnn",
+        "partitioner=natural",
+        "num_clients=2",
+        f"dataset.cache_dir={tmp_path}",
+        "dataset.seq_len=8",
+        "dataset.min_samples=20",
+        "progress=false",
+    ]
     with pytest.raises(ValueError, match="model=CNN does not fit text data") as err:
         simulate(overrides, run_dir=tmp_path / "run")
     assert "\n" not in str(err.value)

@@ -45,25 +45,57 @@ def test_summary_and_welch_by_hand() -> None:
     assert welch([0.5], [0.4, 0.3]) is None
 
 
-def write_run(folder: Path, strategy: str, seed: int, accs: list[float], wall: float = 10.0,
-              status: str = "completed", extra: dict | None = None,
-              sent: int = 100, received: int = 50, rounds: int | None = None) -> Path:
+def write_run(
+    folder: Path,
+    strategy: str,
+    seed: int,
+    accs: list[float],
+    wall: float = 10.0,
+    status: str = "completed",
+    extra: dict | None = None,
+    sent: int = 100,
+    received: int = 50,
+    rounds: int | None = None,
+) -> Path:
     """A run folder as the contract describes: round 0 then one line per round."""
     folder.mkdir(parents=True)
-    config = {"seed": seed, "num_rounds": rounds or len(accs) - 1, "dataset": {"seed": seed},
-              "strategy": {"_target_": f"flwr.serverapp.strategy.{strategy}", **(extra or {})}}
+    config = {
+        "seed": seed,
+        "num_rounds": rounds or len(accs) - 1,
+        "dataset": {"seed": seed},
+        "strategy": {"_target_": f"flwr.serverapp.strategy.{strategy}", **(extra or {})},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     lines = [{"round": 0, "central": {"loss": 1 - accs[0], "accuracy": accs[0]}}]
     for r, a in enumerate(accs[1:], 1):
-        lines.append({"round": r, "seconds": 1.0, "sampled": 4, "succeeded": 4, "failed": 0,
-                      "train": {"train_loss": 1.0}, "evaluate": {"eval_loss": 1, "eval_acc": a},
-                      "central": {"loss": 1 - a, "accuracy": a},
-                      "bytes_sent": sent, "bytes_received": received})
+        lines.append(
+            {
+                "round": r,
+                "seconds": 1.0,
+                "sampled": 4,
+                "succeeded": 4,
+                "failed": 0,
+                "train": {"train_loss": 1.0},
+                "evaluate": {"eval_loss": 1, "eval_acc": a},
+                "central": {"loss": 1 - a, "accuracy": a},
+                "bytes_sent": sent,
+                "bytes_received": received,
+            }
+        )
     (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
-    result = {"status": status, "rounds_completed": len(accs) - 1, "num_rounds": len(accs) - 1,
-              "final": lines[-1]["central"], "best": {}, "wall_seconds": wall,
-              "strategy": strategy, "seed": seed, "error": None if status == "completed"
-              else "RuntimeError: boom", "bytes_sent": 0, "bytes_received": 0}
+    result = {
+        "status": status,
+        "rounds_completed": len(accs) - 1,
+        "num_rounds": len(accs) - 1,
+        "final": lines[-1]["central"],
+        "best": {},
+        "wall_seconds": wall,
+        "strategy": strategy,
+        "seed": seed,
+        "error": None if status == "completed" else "RuntimeError: boom",
+        "bytes_sent": 0,
+        "bytes_received": 0,
+    }
     (folder / "result.json").write_text(json.dumps(result))
     return folder
 
@@ -76,15 +108,36 @@ def sweep(tmp_path: Path) -> Path:
     for i, accs in enumerate(fedavg):
         write_run(root / f"{i}_fedavg", "FedAvg", i, accs, wall=10.0 + 2 * i)
     for i, accs in enumerate(fedprox):
-        write_run(root / f"{3 + i}_fedprox", "FedProx", i, accs, extra={"proximal_mu": 0.01},
-                  sent=200, received=100)
-    write_run(root / "6_fedprox", "FedProx", 3, [0.1, 0.2], status="failed",
-              extra={"proximal_mu": 0.01}, rounds=3)
+        write_run(
+            root / f"{3 + i}_fedprox",
+            "FedProx",
+            i,
+            accs,
+            extra={"proximal_mu": 0.01},
+            sent=200,
+            received=100,
+        )
+    write_run(
+        root / "6_fedprox",
+        "FedProx",
+        3,
+        [0.1, 0.2],
+        status="failed",
+        extra={"proximal_mu": 0.01},
+        rounds=3,
+    )
     # A Hydra job that died before the run wrote anything.
     (root / "7_fedavg" / ".hydra").mkdir(parents=True)
-    (root / "7_fedavg" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
-        {"seed": 5, "num_rounds": 3, "dataset": {"seed": 5},
-         "strategy": {"_target_": "flwr.serverapp.strategy.FedAvg"}}))
+    (root / "7_fedavg" / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "seed": 5,
+                "num_rounds": 3,
+                "dataset": {"seed": 5},
+                "strategy": {"_target_": "flwr.serverapp.strategy.FedAvg"},
+            }
+        )
+    )
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
 
@@ -110,8 +163,13 @@ def test_report_statistics_by_hand(sweep: Path) -> None:
     assert prox.p_value == pytest.approx(2 * (1 - _t4_cdf(t)), rel=1e-9)
     assert avg.verdict == "best" and prox.verdict == "worse than best"
 
-    for name in ("report.md", "summary.csv", "runs.csv", "accuracy_vs_round.png",
-                 "accuracy_vs_bytes.png"):
+    for name in (
+        "report.md",
+        "summary.csv",
+        "runs.csv",
+        "accuracy_vs_round.png",
+        "accuracy_vs_bytes.png",
+    ):
         assert (sweep / name).stat().st_size > 0, name
     md = (sweep / "report.md").read_text()
     assert "0.8200 ± 0.0200" in md and "Welch" in md
@@ -135,8 +193,13 @@ def test_unreached_target_and_auto_target(sweep: Path) -> None:
 def test_axes_other_than_strategy(tmp_path: Path) -> None:
     for i, (mu, alpha) in enumerate([(0.01, 0.1), (0.1, 0.1), (0.01, 1.0), (0.1, 1.0)]):
         for seed in (0, 1):
-            run = write_run(tmp_path / f"{i}{seed}", "FedProx", seed, [0.1, 0.5 + 0.01 * seed],
-                            extra={"proximal_mu": mu})
+            run = write_run(
+                tmp_path / f"{i}{seed}",
+                "FedProx",
+                seed,
+                [0.1, 0.5 + 0.01 * seed],
+                extra={"proximal_mu": mu},
+            )
             cfg = yaml.safe_load((run / "config.yaml").read_text())
             cfg["partitioner"] = {"alpha": alpha}
             (run / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -148,12 +211,18 @@ def test_axes_other_than_strategy(tmp_path: Path) -> None:
     assert len(labels) == 5
     # Strategies are ranked within each setting of the other axes: one best per block.
     assert sorted(g.block for g in groups if g.verdict == "best") == [
-        "partitioner.alpha=-", "partitioner.alpha=0.1", "partitioner.alpha=1"]
+        "partitioner.alpha=-",
+        "partitioner.alpha=0.1",
+        "partitioner.alpha=1",
+    ]
     md = (tmp_path / "report.md").read_text()
     assert "### partitioner.alpha=0.1" in md
     ignored = build_report(tmp_path, show=False, ignore=("partitioner",))
-    assert {g.label for g in ignored} == {"FedAvg", "FedProx strategy.proximal_mu=0.01",
-                                          "FedProx strategy.proximal_mu=0.1"}
+    assert {g.label for g in ignored} == {
+        "FedAvg",
+        "FedProx strategy.proximal_mu=0.01",
+        "FedProx strategy.proximal_mu=0.1",
+    }
     build_report(tmp_path, show=False)
     assert "axes besides the seed: strategy, strategy.proximal_mu, partitioner.alpha" in md
 

@@ -10,8 +10,14 @@ import pytest
 
 from fedlearn.compare import cli
 
-SMALL = ["num_rounds=2", "num_clients=4", "runtime.workers=1", "dataset.max_samples=400",
-         "client.momentum=0.9", "client.lr=0.1"]
+SMALL = [
+    "num_rounds=2",
+    "num_clients=4",
+    "runtime.workers=1",
+    "dataset.max_samples=400",
+    "client.momentum=0.9",
+    "client.lr=0.1",
+]
 
 
 def _sweep(monkeypatch: pytest.MonkeyPatch, sweep_dir: Path, args: list[str]) -> None:

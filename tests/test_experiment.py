@@ -12,8 +12,18 @@ from fedlearn.experiment import simulate
 from tests.conftest import metrics_without_timings
 
 FLOWER_STRATEGIES = [
-    "fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian",
-    "fedtrimmedavg", "krum", "multikrum", "bulyan", "qfedavg",
+    "fedavg",
+    "fedprox",
+    "fedavgm",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "qfedavg",
 ]
 
 
@@ -33,8 +43,18 @@ def test_run_folder_contents(tiny: list[str], tmp_path) -> None:
     for name in ("config.yaml", "metrics.jsonl", "result.json", "model.pt"):
         assert (tmp_path / name).exists(), name
     line = records.read_metrics(tmp_path)[1]
-    for key in ("round", "seconds", "sampled", "succeeded", "failed", "train", "evaluate",
-                "central", "bytes_sent", "bytes_received"):
+    for key in (
+        "round",
+        "seconds",
+        "sampled",
+        "succeeded",
+        "failed",
+        "train",
+        "evaluate",
+        "central",
+        "bytes_sent",
+        "bytes_received",
+    ):
         assert key in line, key
     assert line["bytes_sent"] > 0 and line["bytes_received"] > 0
     assert json.loads((tmp_path / "result.json").read_text()) == json.loads(json.dumps(result))
@@ -58,8 +78,14 @@ def test_same_seed_same_metrics(tiny: list[str], tmp_path) -> None:
 
 
 def test_workers_do_not_change_results(tmp_path) -> None:
-    base = ["dataset.max_samples=400", "num_clients=6", "num_rounds=2", "progress=false",
-            "strategy.fraction_train=0.5", "partitioner=dirichlet"]
+    base = [
+        "dataset.max_samples=400",
+        "num_clients=6",
+        "num_rounds=2",
+        "progress=false",
+        "strategy.fraction_train=0.5",
+        "partitioner=dirichlet",
+    ]
     simulate([*base, "runtime.workers=1"], run_dir=tmp_path / "w1")
     simulate([*base, "runtime.workers=2"], run_dir=tmp_path / "w2")
     assert metrics_without_timings(tmp_path / "w1") == metrics_without_timings(tmp_path / "w2")

@@ -39,8 +39,12 @@ def test_reads_idx_as_declared(root):
 
 
 def test_load_scales_and_caps(root):
-    cfg = {"_target_": "fedlearn.data.fashion_mnist.load", "root": str(root), "max_train": 10,
-           "max_test": None}
+    cfg = {
+        "_target_": "fedlearn.data.fashion_mnist.load",
+        "root": str(root),
+        "max_train": 10,
+        "max_test": None,
+    }
     data = load_dataset(cfg)
     assert data.train_x.shape == (10, 1, 28, 28) and data.train_x.dtype == torch.float32
     assert 0.0 <= float(data.train_x.min()) and float(data.train_x.max()) <= 1.0
@@ -49,8 +53,9 @@ def test_load_scales_and_caps(root):
     assert data.spec.input_shape == (1, 28, 28) and data.spec.num_classes == 10
     assert data.spec.kind == "image" and data.train_ids is None
     # The CNN trains on it.
-    model = build_model({"_target_": "fedlearn.models.cnn.CNN", "channels": 4, "hidden": 8},
-                        data.spec)
+    model = build_model(
+        {"_target_": "fedlearn.models.cnn.CNN", "channels": 4, "hidden": 8}, data.spec
+    )
     F.cross_entropy(model(data.train_x), data.train_y).backward()
 
 

@@ -30,9 +30,14 @@ def test_two_aggregation_steps_by_hand() -> None:
     s = FedDyn(alpha=0.1, fraction_train=0.5, min_train_nodes=1)
     msgs = list(s.configure_train(1, arrays(w=[1.0, 2.0]), ConfigRecord({"lr": 0.1}), FakeGrid(4)))
     assert len(msgs) == 2 and msgs[0].content["config"][ALPHA_KEY] == pytest.approx(0.1)
-    new, _ = s.aggregate_train(1, [
-        reply(1, arrays(w=[0.0, 2.0]), 1), reply(2, arrays(w=[2.0, 4.0]), 3), error_reply(3),
-    ])
+    new, _ = s.aggregate_train(
+        1,
+        [
+            reply(1, arrays(w=[0.0, 2.0]), 1),
+            reply(2, arrays(w=[2.0, 4.0]), 3),
+            error_reply(3),
+        ],
+    )
     # avg = [1.5, 3.5]; |S|/m = 2/4; h = -0.1 * 0.5 * (avg - x) = [-0.025, -0.075]
     np.testing.assert_allclose(s.h["w"], [-0.025, -0.075], rtol=1e-6)
     # x = avg - h / alpha = [1.75, 4.25]
@@ -60,16 +65,18 @@ def test_client_objective_and_state() -> None:
     ctx.state[client_strategies.FEDDYN_STATE] = arrays(**g)
     content = RecordDict({"config": ConfigRecord({ALPHA_KEY: alpha})})
     side = client_strategies.setup(content, ctx, model, settings, cpu)
-    metrics = training.train(model, data_x, data_y, settings, cpu, torch.Generator(),
-                             side.loss_hooks, side.grad_hooks)
+    metrics = training.train(
+        model, data_x, data_y, settings, cpu, torch.Generator(), side.loss_hooks, side.grad_hooks
+    )
     assert side.finish(model, metrics) == {}
     for k, p in model.named_parameters():
         # At theta = x the quadratic's gradient is 0; the linear term adds -g: y = y_plain + lr g
         np.testing.assert_allclose(p.detach(), plain.state_dict()[k] + lr * 2.0, atol=1e-6)
         # g <- g - alpha (y - x)
         expected = 2.0 - alpha * (p.detach() - x0[k]).numpy()
-        np.testing.assert_allclose(ctx.state[client_strategies.FEDDYN_STATE][k].numpy(), expected,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            ctx.state[client_strategies.FEDDYN_STATE][k].numpy(), expected, atol=1e-6
+        )
 
 
 @pytest.mark.slow
@@ -90,8 +97,7 @@ def test_corrects_client_drift_on_a_label_split() -> None:
     from flwr.serverapp.strategy import FedAvg
 
     fedavg = label_split_rounds(FedAvg(min_train_nodes=2), rounds=15, lr=1.0, steps=20)
-    feddyn = label_split_rounds(FedDyn(alpha=0.01, min_train_nodes=2), rounds=15, lr=1.0,
-                                steps=20)
+    feddyn = label_split_rounds(FedDyn(alpha=0.01, min_train_nodes=2), rounds=15, lr=1.0, steps=20)
     assert feddyn < 0.8 * fedavg, (feddyn, fedavg)
 
 

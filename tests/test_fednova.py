@@ -32,11 +32,14 @@ def _run(config: dict, steps: tuple[int, int]) -> tuple[FedNova, np.ndarray]:
     s = FedNova(fraction_train=0.5, min_train_nodes=1)
     msgs = list(s.configure_train(1, arrays(w=[1.0, 1.0]), ConfigRecord(config), FakeGrid(4)))
     assert len(msgs) == 2
-    new, metrics = s.aggregate_train(1, [
-        reply(1, arrays(w=[0.0, 1.0]), 1, steps=steps[0]),
-        reply(2, arrays(w=[1.0, -1.0]), 3, steps=steps[1]),
-        error_reply(3),
-    ])
+    new, metrics = s.aggregate_train(
+        1,
+        [
+            reply(1, arrays(w=[0.0, 1.0]), 1, steps=steps[0]),
+            reply(2, arrays(w=[1.0, -1.0]), 3, steps=steps[1]),
+            error_reply(3),
+        ],
+    )
     assert metrics["num-steps"] == pytest.approx(0.25 * steps[0] + 0.75 * steps[1])
     return s, values(new)
 
@@ -52,16 +55,19 @@ def test_momentum_enters_the_norm() -> None:
     # rho = 0.5: a = [1, 1 + 1.5 + 1.75 + 1.875 = 6.125]; tau_eff = 0.25 + 0.75 * 6.125
     _, new = _run({"lr": 0.1, "momentum": 0.5}, (1, 4))
     tau_eff = 0.25 + 0.75 * 6.125
-    np.testing.assert_allclose(new, [1 - tau_eff * 0.25, 1 - tau_eff * 0.75 * 2 / 6.125],
-                               rtol=1e-6)
+    np.testing.assert_allclose(new, [1 - tau_eff * 0.25, 1 - tau_eff * 0.75 * 2 / 6.125], rtol=1e-6)
 
 
 def test_equal_steps_is_fedavg() -> None:
     _, new = _run({"lr": 0.1}, (3, 3))
     avg = FedAvg(min_train_nodes=1)
-    ref, _ = avg.aggregate_train(1, [
-        reply(1, arrays(w=[0.0, 1.0]), 1, steps=3), reply(2, arrays(w=[1.0, -1.0]), 3, steps=3),
-    ])
+    ref, _ = avg.aggregate_train(
+        1,
+        [
+            reply(1, arrays(w=[0.0, 1.0]), 1, steps=3),
+            reply(2, arrays(w=[1.0, -1.0]), 3, steps=3),
+        ],
+    )
     np.testing.assert_allclose(new, values(ref), rtol=1e-6)
 
 

@@ -14,12 +14,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 def test_plain_flower_clientapp_processes_train_with_fedavg(tmp_path):
     grid, server, port = start_server()
-    procs = [spawn_client(port, f"p{k}", "--partition-id", str(k), "--num-partitions", "2",
-                          log=tmp_path / f"p{k}.log") for k in range(2)]
+    procs = [
+        spawn_client(
+            port,
+            f"p{k}",
+            "--partition-id",
+            str(k),
+            "--num-partitions",
+            "2",
+            log=tmp_path / f"p{k}.log",
+        )
+        for k in range(2)
+    ]
     try:
         assert grid.wait_for_nodes(2, 60) == 2
         result = FedAvg(min_available_nodes=2).start(
-            grid=grid, initial_arrays=ArrayRecord([np.zeros(3, np.float32)]), num_rounds=3)
+            grid=grid, initial_arrays=ArrayRecord([np.zeros(3, np.float32)]), num_rounds=3
+        )
         # Each round adds (10 x 1 + 11 x 2) / 21; the Context state counts calls per node.
         final = result.arrays.to_numpy_ndarrays()[0]
         np.testing.assert_allclose(final, np.full(3, 3 * 32 / 21), rtol=1e-6)

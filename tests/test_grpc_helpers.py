@@ -46,8 +46,9 @@ def train(msg: Message, context: Context) -> Message:
     if rnd >= int(cfg.get("sleep-round", 1)):
         time.sleep(float(cfg.get("train-sleep", 0.0)))
     pid = int(cfg.get("partition-id", 0))
-    arrays = [a + np.asarray(1.0 + pid, dtype=a.dtype) for a in
-              msg.content["arrays"].to_numpy_ndarrays()]
+    arrays = [
+        a + np.asarray(1.0 + pid, dtype=a.dtype) for a in msg.content["arrays"].to_numpy_ndarrays()
+    ]
     if cfg.get("nan"):
         arrays[0].flat[0] = np.nan
     metrics = MetricRecord({"num-examples": 10 + pid, "calls": calls})
@@ -85,8 +86,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run_config: dict | None = None, port: int = 0, **kw
-                 ) -> tuple[GrpcGrid, GrpcServer, int]:
+def start_server(
+    run_config: dict | None = None, port: int = 0, **kw
+) -> tuple[GrpcGrid, GrpcServer, int]:
     """A GrpcServer on loopback (a free port by default; plaintext unless TLS is given)."""
     kw.setdefault("insecure", "tls" not in kw)
     kw.setdefault("heartbeat_interval", 1.0)
@@ -102,12 +104,19 @@ def start_server(run_config: dict | None = None, port: int = 0, **kw
 class ThreadClient:
     """A GrpcClient running in a thread of the test process (real gRPC on loopback)."""
 
-    def __init__(self, port: int, name: str, node_config: dict | None = None,
-                 client_app: ClientApp | None = None, **kw) -> None:
+    def __init__(
+        self,
+        port: int,
+        name: str,
+        node_config: dict | None = None,
+        client_app: ClientApp | None = None,
+        **kw,
+    ) -> None:
         kw.setdefault("insecure", True)
         kw.setdefault("reconnect_timeout", 10.0)
-        settings = ClientSettings(address=f"127.0.0.1:{port}", node_name=name,
-                                  node_config=node_config or {}, **kw)
+        settings = ClientSettings(
+            address=f"127.0.0.1:{port}", node_name=name, node_config=node_config or {}, **kw
+        )
         self.client = GrpcClient(settings, client_app or app)
         self.rc: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -121,12 +130,28 @@ class ThreadClient:
         return self.rc
 
 
-def spawn_client(port: int, name: str, *extra: str, app_spec: str = APP,
-                 log: Path | None = None) -> subprocess.Popen:
+def spawn_client(
+    port: int, name: str, *extra: str, app_spec: str = APP, log: Path | None = None
+) -> subprocess.Popen:
     """A ``fedlearn-client`` process (plaintext); stdout to ``log`` or a pipe."""
-    cmd = [sys.executable, "-m", "fedlearn.runtime.grpc.cli", "client", "--insecure",
-           "--server", f"127.0.0.1:{port}", "--node-name", name, "--app", app_spec,
-           "--reconnect-timeout", "30", "--threads", "1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedlearn.runtime.grpc.cli",
+        "client",
+        "--insecure",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--node-name",
+        name,
+        "--app",
+        app_spec,
+        "--reconnect-timeout",
+        "30",
+        "--threads",
+        "1",
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     out = open(log, "ab") if log else subprocess.PIPE  # noqa: SIM115 - closed by the child
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -154,8 +179,17 @@ def run_fedavg(grid: GrpcGrid, num_nodes: int, rounds: int = 1, size: int = 4) -
     from flwr.serverapp.strategy import FedAvg
 
     assert grid.wait_for_nodes(num_nodes, 30) >= num_nodes, "clients did not connect"
-    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=1,
-                      min_evaluate_nodes=1, min_available_nodes=num_nodes)
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(size, np.float32)]),
-                            num_rounds=rounds, timeout=60)
+    strategy = FedAvg(
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=1,
+        min_evaluate_nodes=1,
+        min_available_nodes=num_nodes,
+    )
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord([np.zeros(size, np.float32)]),
+        num_rounds=rounds,
+        timeout=60,
+    )
     return result.arrays.to_numpy_ndarrays()[0]

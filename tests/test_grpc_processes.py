@@ -25,8 +25,13 @@ from tests.test_grpc_helpers import REPO, free_port, spawn_client, start_server,
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
-SMALL = ["dataset.max_samples=300", "num_clients=3", "num_rounds=3", "client.max_steps=3",
-         "progress=false"]
+SMALL = [
+    "dataset.max_samples=300",
+    "num_clients=3",
+    "num_rounds=3",
+    "client.max_steps=3",
+    "progress=false",
+]
 
 
 def test_same_final_weights_as_inprocess(tmp_path):
@@ -52,14 +57,39 @@ def _read_until(proc: subprocess.Popen, text: str) -> None:
 
 def test_client_killed_mid_round_completes_without_it_and_rejoins(tmp_path):
     grid, server, port = start_server(heartbeat_interval=1.0, heartbeat_timeout=5.0)
-    procs = [spawn_client(port, f"c{k}", "--partition-id", str(k), "--num-partitions", "3",
-                          log=tmp_path / f"c{k}.log") for k in range(2)]
-    victim = spawn_client(port, "c2", "--partition-id", "2", "--num-partitions", "3",
-                          "--node-config", "train-sleep=60", "--node-config", "sleep-round=2")
+    procs = [
+        spawn_client(
+            port,
+            f"c{k}",
+            "--partition-id",
+            str(k),
+            "--num-partitions",
+            "3",
+            log=tmp_path / f"c{k}.log",
+        )
+        for k in range(2)
+    ]
+    victim = spawn_client(
+        port,
+        "c2",
+        "--partition-id",
+        "2",
+        "--num-partitions",
+        "3",
+        "--node-config",
+        "train-sleep=60",
+        "--node-config",
+        "sleep-round=2",
+    )
     procs.append(victim)
     setup = ServerSetup(
-        strategy=FedAvg(min_available_nodes=3), initial_arrays=ArrayRecord([np.zeros(4)]),
-        num_rounds=3, run_dir=tmp_path, round_timeout=60, checkpoint_every=0)
+        strategy=FedAvg(min_available_nodes=3),
+        initial_arrays=ArrayRecord([np.zeros(4)]),
+        num_rounds=3,
+        run_dir=tmp_path,
+        round_timeout=60,
+        checkpoint_every=0,
+    )
     try:
         assert grid.wait_for_nodes(3, 60) == 3
         runner = threading.Thread(target=run_rounds, args=(setup, grid), daemon=True)
@@ -67,8 +97,9 @@ def test_client_killed_mid_round_completes_without_it_and_rejoins(tmp_path):
         _read_until(victim, "TRAIN 2")  # c2 is training in round 2 ...
         victim.kill()  # ... and dies; it restarts at once under the same name (node id)
         log = tmp_path / "c2-again.log"
-        procs.append(spawn_client(port, "c2", "--partition-id", "2", "--num-partitions", "3",
-                                  log=log))
+        procs.append(
+            spawn_client(port, "c2", "--partition-id", "2", "--num-partitions", "3", log=log)
+        )
         runner.join(60)
         r2 = records.read_metrics(tmp_path)[1]
         assert (r2["round"], r2["sampled"], r2["succeeded"], r2["failed"]) == (2, 3, 2, 1)
@@ -86,15 +117,36 @@ def test_client_killed_mid_round_completes_without_it_and_rejoins(tmp_path):
 
 def test_server_killed_and_resumed_completes_all_rounds(tmp_path):
     port, run_dir = free_port(), tmp_path / "run"
-    args = [sys.executable, "-m", "fedlearn.runtime.grpc.cli", "server", "num_clients=2",
-            "num_rounds=5", "dataset.max_samples=300", "client.max_steps=3", "progress=false",
-            "runtime.insecure=true", f"runtime.address=127.0.0.1:{port}",
-            f"hydra.run.dir={run_dir}"]
+    args = [
+        sys.executable,
+        "-m",
+        "fedlearn.runtime.grpc.cli",
+        "server",
+        "num_clients=2",
+        "num_rounds=5",
+        "dataset.max_samples=300",
+        "client.max_steps=3",
+        "progress=false",
+        "runtime.insecure=true",
+        f"runtime.address=127.0.0.1:{port}",
+        f"hydra.run.dir={run_dir}",
+    ]
     server = subprocess.Popen(args, cwd=REPO)
-    clients = [spawn_client(port, f"c{k}", "--partition-id", str(k), "--num-partitions", "2",
-                            "--node-config", "train-sleep=0.5",
-                            app_spec="tests.test_grpc_helpers:slow_app",
-                            log=tmp_path / f"c{k}.log") for k in range(2)]
+    clients = [
+        spawn_client(
+            port,
+            f"c{k}",
+            "--partition-id",
+            str(k),
+            "--num-partitions",
+            "2",
+            "--node-config",
+            "train-sleep=0.5",
+            app_spec="tests.test_grpc_helpers:slow_app",
+            log=tmp_path / f"c{k}.log",
+        )
+        for k in range(2)
+    ]
     procs = [server, *clients]
     try:
         wait_for(lambda: len(records.read_metrics(run_dir)) >= 3, 90, "round 2")  # 0, 1, 2
@@ -111,8 +163,11 @@ def test_server_killed_and_resumed_completes_all_rounds(tmp_path):
         assert rounds == [1, 2, 3, 4, 5]
         assert [c.wait(20) for c in clients] == [0, 0]
         for k in range(2):  # reconnected under the same node id, same process and Context
-            joins = [ln for ln in (tmp_path / f"c{k}.log").read_text().splitlines()
-                     if "joined as node" in ln]
+            joins = [
+                ln
+                for ln in (tmp_path / f"c{k}.log").read_text().splitlines()
+                if "joined as node" in ln
+            ]
             assert len(joins) >= 2 and len({ln.split("joined as node")[1] for ln in joins}) == 1
     finally:
         stop(procs)
@@ -129,14 +184,25 @@ def test_client_with_its_own_local_data_trains_on_it(tmp_path):
     cfg = OmegaConf.to_container(compose_config(["client.batch_size=16"]), resolve=True)
     grid, server, port = start_server(client_run_config(cfg))
     # No partition: the client loads its own data (here: 120 digits, 96 of them to train).
-    proc = spawn_client(port, "own", "--data", "max_samples=120", "--data", "seed=5",
-                        app_spec="fedlearn.app.client_app:app", log=tmp_path / "own.log")
+    proc = spawn_client(
+        port,
+        "own",
+        "--data",
+        "max_samples=120",
+        "--data",
+        "seed=5",
+        app_spec="fedlearn.app.client_app:app",
+        log=tmp_path / "own.log",
+    )
     try:
         assert grid.wait_for_nodes(1, 60) == 1
         model = build_model(cfg["model"], load_dataset(cfg["dataset"]).spec)
         result = FedAvg(min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1).start(
-            grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=1,
-            train_config=ConfigRecord({"lr": 0.05, "local-epochs": 1, "batch-size": 16}))
+            grid=grid,
+            initial_arrays=ArrayRecord(model.state_dict()),
+            num_rounds=1,
+            train_config=ConfigRecord({"lr": 0.05, "local-epochs": 1, "batch-size": 16}),
+        )
         assert result.train_metrics_clientapp[1]["num-steps"] == 6  # ceil(96 / 16)
         server.finish()
         assert proc.wait(20) == 0

@@ -43,14 +43,17 @@ def _stray_reply() -> bytes:
 
 def _attack(port: int, frames: list[bytes], hold: float = 0.0) -> tuple[list[str], Any]:
     """Send raw frames; return the kinds of frames received and the error ending the stream."""
+
     def requests():
         yield from frames
         time.sleep(hold)  # keep the stream open to see how the server answers
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        connect = channel.stream_stream("/fedlearn.grpc.v1.Fleet/Connect",
-                                        request_serializer=lambda b: b,
-                                        response_deserializer=pb.ServerFrame.FromString)
+        connect = channel.stream_stream(
+            "/fedlearn.grpc.v1.Fleet/Connect",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.ServerFrame.FromString,
+        )
         kinds: list[str] = []
         try:
             for frame in connect(requests(), timeout=10):
@@ -73,10 +76,16 @@ def test_bad_frames_and_nan_updates_are_refused_while_serving_others():
             ([_hello(99)], grpc.StatusCode.FAILED_PRECONDITION, "protocol version 99"),
             ([_hello(), _hello()], grpc.StatusCode.INVALID_ARGUMENT, "unexpected hello frame"),
             ([_hello(), _chunk(1, b"x" * (2 << 20))], grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
-            ([_hello(), _chunk(1, b"x", total=3 << 20)], grpc.StatusCode.INVALID_ARGUMENT,
-             "exceeds max_message_bytes"),
-            ([_hello(), _chunk(1, b"\xff\xffnot-flower")], grpc.StatusCode.INVALID_ARGUMENT,
-             "not a Flower message"),
+            (
+                [_hello(), _chunk(1, b"x", total=3 << 20)],
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "exceeds max_message_bytes",
+            ),
+            (
+                [_hello(), _chunk(1, b"\xff\xffnot-flower")],
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "not a Flower message",
+            ),
         ]
         for frames, code, words in cases:
             _, err = _attack(port, frames, hold=2.0)
@@ -126,7 +135,8 @@ def test_client_reconnects_to_a_restarted_server_keeping_its_node_and_state():
 
         assert grid.wait_for_nodes(1, 30) == 1 and grid.get_node_ids() == first_ids
         result = FedAvg(min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1).start(
-            grid=grid, initial_arrays=ArrayRecord([np.zeros(2, np.float32)]), num_rounds=1)
+            grid=grid, initial_arrays=ArrayRecord([np.zeros(2, np.float32)]), num_rounds=1
+        )
         assert result.train_metrics_clientapp[1]["calls"] == 2  # the Context state survived
         server.finish()
         assert client.join() == 0
@@ -169,12 +179,14 @@ def test_100mb_model_round_trip():
 
 def test_silent_client_is_dropped_at_heartbeat_timeout():
     """A client whose connection stays open but says nothing (a hung host) is dropped."""
-    grid, server, port = start_server(heartbeat_interval=0.5, heartbeat_timeout=1.5,
-                                      round_timeout=30.0)
+    grid, server, port = start_server(
+        heartbeat_interval=0.5, heartbeat_timeout=1.5, round_timeout=30.0
+    )
     try:
         ready = pb.ClientFrame(ready=pb.Ready()).SerializeToString()
-        holder = threading.Thread(target=lambda: out.append(_attack(port, [_hello(), ready],
-                                                                    hold=6.0)))
+        holder = threading.Thread(
+            target=lambda: out.append(_attack(port, [_hello(), ready], hold=6.0))
+        )
         out: list = []
         holder.start()
         assert grid.wait_for_nodes(1, 10) == 1

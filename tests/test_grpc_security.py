@@ -39,18 +39,28 @@ def test_tls_with_tokens_trains_and_refuses_unknown_clients(tmp_path):
             assert err.code() == grpc.StatusCode.UNAUTHENTICATED
         wrong = tmp_path / "wrong.token"
         wrong.write_text("x" * 32)
-        bad = ThreadClient(port, "mallory", insecure=False, tls_ca=str(pki.ca),
-                           token_file=str(wrong))
+        bad = ThreadClient(
+            port, "mallory", insecure=False, tls_ca=str(pki.ca), token_file=str(wrong)
+        )
         assert bad.join() == 1 and bad.client.handled == 0  # refused, never got a model
         assert grid.get_node_ids() == []
-        good = [ThreadClient(port, name, {"partition-id": k}, insecure=False, tls_ca=str(pki.ca),
-                             token_file=str(pki.client_tokens[name]))
-                for k, name in enumerate(["alice", "bob"])]
+        good = [
+            ThreadClient(
+                port,
+                name,
+                {"partition-id": k},
+                insecure=False,
+                tls_ca=str(pki.ca),
+                token_file=str(pki.client_tokens[name]),
+            )
+            for k, name in enumerate(["alice", "bob"])
+        ]
         final = run_fedavg(grid, 2)
         # Weighted by 10 and 11 examples: (10*1 + 11*2) / 21 added to zeros.
         np.testing.assert_allclose(final, np.full(4, 32 / 21), rtol=1e-6)
         assert sorted(grid.get_node_ids()) == sorted(
-            security.node_id_for(n) for n in ["alice", "bob"])
+            security.node_id_for(n) for n in ["alice", "bob"]
+        )
         server.finish()
         assert [c.join() for c in good] == [0, 0]
     finally:
@@ -66,8 +76,14 @@ def test_mutual_tls_identifies_clients_by_certificate(tmp_path):
         err = _raw_connect(port, security.channel_credentials(str(pki.ca)), None)
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         cert, key = pki.client_certs["carol"]
-        client = ThreadClient(port, "ignored", insecure=False, tls_ca=str(pki.ca),
-                              tls_cert=str(cert), tls_key=str(key))
+        client = ThreadClient(
+            port,
+            "ignored",
+            insecure=False,
+            tls_ca=str(pki.ca),
+            tls_cert=str(cert),
+            tls_key=str(key),
+        )
         run_fedavg(grid, 1)
         assert grid.get_node_ids() == [security.node_id_for("carol")]
         server.finish()
@@ -81,8 +97,9 @@ def test_plaintext_client_cannot_reach_a_tls_server(tmp_path):
     tls = TlsSettings(cert=str(pki.server_cert), key=str(pki.server_key))
     grid, server, port = start_server(tls=tls, auth_tokens=str(pki.tokens), insecure=False)
     try:
-        client = ThreadClient(port, "dave", token_file=str(pki.client_tokens["dave"]),
-                              reconnect_timeout=1.0)
+        client = ThreadClient(
+            port, "dave", token_file=str(pki.client_tokens["dave"]), reconnect_timeout=1.0
+        )
         assert client.join() == 1 and grid.get_node_ids() == []
     finally:
         server.stop()

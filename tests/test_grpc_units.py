@@ -46,20 +46,28 @@ def test_message_round_trips_through_chunks_and_shares_content():
     assert all(o is None for o in out[:-1])
     back = message_from_bytes(out[-1])
     assert back.metadata.message_id == "m1" and back.metadata.dst_node_id == 7
-    np.testing.assert_array_equal(back.content["arrays"].to_numpy_ndarrays()[0],
-                                  np.arange(10_000, dtype=np.float32))
+    np.testing.assert_array_equal(
+        back.content["arrays"].to_numpy_ndarrays()[0], np.arange(10_000, dtype=np.float32)
+    )
     assert back.content["config"]["lr"] == 0.1
 
 
 def test_encoding_is_flowers_own_byte_for_byte():
     set_server_identity(1)
-    content = RecordDict({
-        "arrays": ArrayRecord([np.arange(6, dtype=np.float64).reshape(2, 3),
-                               np.zeros(0, np.float32), np.array(3, np.int64)]),
-        "empty": ArrayRecord(),
-        "metrics": MetricRecord({"loss": 0.25, "n": 3}),
-        "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True}),
-    })
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(
+                [
+                    np.arange(6, dtype=np.float64).reshape(2, 3),
+                    np.zeros(0, np.float32),
+                    np.array(3, np.int64),
+                ]
+            ),
+            "empty": ArrayRecord(),
+            "metrics": MetricRecord({"loss": 0.25, "n": 3}),
+            "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True}),
+        }
+    )
     msg = Message(content, 3, "evaluate", group_id="2")
     msg.metadata.__dict__["_message_id"] = "abc"
     expected = message_to_proto(msg).SerializeToString(deterministic=True)
@@ -83,7 +91,8 @@ def test_chunk_frames_are_the_generated_encoding():
     hello = pb.ClientFrame(hello=pb.Hello(protocol_version=1)).SerializeToString()
     assert decode(hello).WhichOneof("kind") == "hello"
     odd = pb.ClientFrame(chunk=pb.Chunk(data=b"xy")).SerializeToString() + (
-        pb.ClientFrame(chunk=pb.Chunk(seq=3)).SerializeToString())  # a merged encoding
+        pb.ClientFrame(chunk=pb.Chunk(seq=3)).SerializeToString()
+    )  # a merged encoding
     frame = decode(odd)
     assert (frame.chunk.seq, bytes(frame.chunk.data)) == (3, b"xy")
 
@@ -94,13 +103,20 @@ def test_fast_decoder_reads_what_flower_reads():
     from fedlearn.runtime.grpc.decode import decode_message
 
     set_server_identity(1)
-    content = RecordDict({
-        "arrays": ArrayRecord([np.arange(6, dtype=np.float64).reshape(2, 3),
-                               np.zeros(0, np.float32), np.array(3, np.int64)]),
-        "": ArrayRecord(),
-        "metrics": MetricRecord({"loss": 0.25, "n": 3, "hist": [1.0, 2.0]}),
-        "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True, "raw": b"\x00\x01"}),
-    })
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(
+                [
+                    np.arange(6, dtype=np.float64).reshape(2, 3),
+                    np.zeros(0, np.float32),
+                    np.array(3, np.int64),
+                ]
+            ),
+            "": ArrayRecord(),
+            "metrics": MetricRecord({"loss": 0.25, "n": 3, "hist": [1.0, 2.0]}),
+            "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True, "raw": b"\x00\x01"}),
+        }
+    )
     sent = Message(content, 3, "train", group_id="2")
     sent.metadata.__dict__["_message_id"] = "abc"
     for msg in (sent, Message(Error(7, "boom"), reply_to=sent), Message(RecordDict(), 4, "query")):
@@ -110,7 +126,8 @@ def test_fast_decoder_reads_what_flower_reads():
         expected = message_to_proto(message_from_proto(ProtoMessage.FromString(data)))
         got = message_to_proto(fast)
         assert got.SerializeToString(deterministic=True) == expected.SerializeToString(
-            deterministic=True)
+            deterministic=True
+        )
     assert decode_message(b"") is None  # no metadata: the caller refuses it
 
 
@@ -173,10 +190,26 @@ def test_client_flags_become_node_config_or_one_line_errors(tmp_path):
     def settings(*argv: str):
         return client_settings(client_parser().parse_args(["--server", "h:1", *argv]))
 
-    s = settings("--insecure", "--partition-id", "2", "--num-partitions", "4",
-                 "--data", "root=/data/me", "--node-config", "k=0.5", "--device", "cpu")
-    assert s.node_config == {"partition-id": 2, "num-partitions": 4, "dataset.root": "/data/me",
-                             "k": 0.5, "device": "cpu"}
+    s = settings(
+        "--insecure",
+        "--partition-id",
+        "2",
+        "--num-partitions",
+        "4",
+        "--data",
+        "root=/data/me",
+        "--node-config",
+        "k=0.5",
+        "--device",
+        "cpu",
+    )
+    assert s.node_config == {
+        "partition-id": 2,
+        "num-partitions": 4,
+        "dataset.root": "/data/me",
+        "k": 0.5,
+        "device": "cpu",
+    }
     with pytest.raises(ValueError, match="--tls-ca is required"):
         settings()
     with pytest.raises(ValueError, match="--partition-id needs --num-partitions"):

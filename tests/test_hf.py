@@ -16,8 +16,9 @@ from fedlearn.data import hf
 def _split(n: int, shape: tuple[int, ...], seed: int) -> datasets.Dataset:
     rng = np.random.default_rng(seed)
     images = [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(n)]
-    features = datasets.Features({"img": datasets.Image(), "fine": datasets.ClassLabel(
-        names=["a", "b", "c", "d"])})
+    features = datasets.Features(
+        {"img": datasets.Image(), "fine": datasets.ClassLabel(names=["a", "b", "c", "d"])}
+    )
     return datasets.Dataset.from_dict(
         {"img": images, "fine": (np.arange(n) % 4).tolist()}, features=features
     )
@@ -33,8 +34,9 @@ def saved(tmp_path_factory) -> tuple[Path, datasets.DatasetDict]:
 
 def test_local_copy_rgb(saved):
     path, dd = saved
-    data = hf.load(path=str(path), image_column="img", label_column="fine", test_split="valid",
-                   max_train=6)
+    data = hf.load(
+        path=str(path), image_column="img", label_column="fine", test_split="valid", max_train=6
+    )
     assert data.train_x.shape == (6, 3, 6, 5) and data.test_x.shape == (4, 3, 6, 5)
     assert data.train_x.dtype == torch.float32 and float(data.train_x.max()) <= 1.0
     expected = np.asarray(dd["train"][0]["img"]).transpose(2, 0, 1) / 255.0
@@ -65,8 +67,7 @@ def test_hub_name_goes_through_federated_dataset(saved, monkeypatch):
     import flwr_datasets
 
     monkeypatch.setattr(flwr_datasets, "FederatedDataset", FakeFederatedDataset)
-    data = hf.load(name="someone/tiny", image_column="img", label_column="fine",
-                   test_split="valid")
+    data = hf.load(name="someone/tiny", image_column="img", label_column="fine", test_split="valid")
     assert seen == {"dataset": "someone/tiny", "subset": None, "shuffle": False}
     assert len(data.train_y) == 10 and len(data.test_y) == 4
 

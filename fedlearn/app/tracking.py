@@ -8,16 +8,17 @@ it becomes a Flower Error reply (counted as a failure, logged).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, Error, Message, RecordDict
+from flwr.app import Error, Message, RecordDict
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
+
+from fedlearn.app.arrays import view
 
 log = logging.getLogger("fedlearn")
 
@@ -36,30 +37,13 @@ def payload_bytes(content: RecordDict) -> int:
     return total
 
 
-def array_values(array: Array) -> np.ndarray:
-    """A read-only numpy view of an Array's ``.npy`` bytes, without the copy and the
-    ``ast`` header parse of ``Array.numpy()``; anything unusual takes Flower's path."""
-    try:
-        buf = io.BytesIO(array.data)
-        version = np.lib.format.read_magic(buf)
-        read = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read(buf)
-        return np.frombuffer(array.data, dtype=dtype, count=int(np.prod(shape)), offset=buf.tell())
-    except Exception:  # noqa: BLE001 - fall back to Flower's own decoding
-        return array.numpy()
-
-
 def non_finite_key(content: RecordDict) -> str | None:
     """The first array key holding NaN or Inf, or None when all are finite."""
     for name, record in content.array_records.items():
         for key, arr in record.items():
             if "float" not in arr.dtype and "complex" not in arr.dtype:
                 continue  # integer arrays cannot hold NaN: no need to read them
-            if not np.isfinite(array_values(arr)).all():
+            if not np.isfinite(view(arr)).all():
                 return f"{name}/{key}"
     for record in content.metric_records.values():
         for key, value in record.items():

@@ -8,19 +8,12 @@ cleanly for checkpoints).
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+
+from fedlearn.app.arrays import to_numpy, to_record
+
+__all__ = ["NDArrays", "num_nodes", "to_numpy", "to_record"]
 
 NDArrays = dict[str, np.ndarray]
-
-
-def to_numpy(record: ArrayRecord) -> NDArrays:
-    """``{name: ndarray}`` copies of an ArrayRecord's arrays."""
-    return {k: np.array(v.numpy()) for k, v in record.items()}
-
-
-def to_record(arrays: NDArrays) -> ArrayRecord:
-    """An ArrayRecord holding ``arrays`` (names kept, order kept)."""
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
 def num_nodes(grid: object) -> int:

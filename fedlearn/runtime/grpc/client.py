@@ -257,10 +257,12 @@ class GrpcClient:
         self.warm = True
         try:
             import torch
-            from flwr.app import ArrayRecord, ConfigRecord
+            from flwr.app import ConfigRecord
+
+            from fedlearn.app.arrays import to_record
 
             context = copy.deepcopy(self.context)
-            arrays = ArrayRecord(module.client_job(context).model.state_dict())
+            arrays = to_record(module.client_job(context).model.state_dict())
             config = ConfigRecord({"server-round": 0, "max-steps": 1})
             with torch.random.fork_rng():
                 for kind in ("train", "evaluate"):

@@ -25,7 +25,7 @@ from flwr.common.serde import (
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
 from flwr.proto.recorddict_pb2 import Array as ProtoArray  # pylint: disable=E0611
 
-from fedlearn.app.tracking import array_values
+from fedlearn.app.arrays import view
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc.decode import decode_message
 
@@ -209,7 +209,7 @@ def nonfinite_arrays(message: Message) -> list[str]:
             if "float" not in array.dtype and "complex" not in array.dtype:
                 continue
             try:
-                values = array_values(array)
+                values = view(array)
             except Exception:  # a non-numpy stype: nothing we can check cheaply
                 continue
             if not np.isfinite(values).all():
