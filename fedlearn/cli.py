@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from fedlearn.checks import ConfigError, check_choices
@@ -24,45 +26,38 @@ def _quiet_flower() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
 
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError)
+# What a user can cause: a bad setting, an impossible partition, a missing file, and
+# Hydra's reports of a setting that does not compose or a config that does not instantiate.
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, HydraException)
 
 
 def fail(err: BaseException) -> None:
     """Print a user error as one line and exit 2."""
-    print(f"fedlearn: error: {err}", file=sys.stderr)
+    text = str(err)
+    if isinstance(err, HydraException):  # its first two lines say it all
+        text = " ".join(text.split("\n")[:2]).strip()
+    print(f"fedlearn: error: {text}", file=sys.stderr)
     sys.exit(2)
-
-
-def check_composes(argv: list[str]) -> None:
-    """Compose the overrides once (about 0.05 s) so that an unknown or malformed
-    setting fails in one line here, not in Hydra's multi-line report. Flags such as
-    ``-m`` or ``--cfg`` are left to Hydra."""
-    if any(arg.startswith("-") for arg in argv):
-        return
-    from hydra.errors import HydraException
-
-    from fedlearn.experiment import compose_config
-
-    overrides = [a for a in argv if not a.startswith(("hydra.", "hydra/", "+hydra"))]
-    try:
-        compose_config(overrides)
-    except HydraException as err:
-        raise ConfigError(" ".join(str(err).split("\n")[:2]).strip()) from None
 
 
 def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[], None]:
     """Run ``main``; turn a user error into one line on stderr and exit code 2.
 
-    ``hydra_args``: the command takes Hydra overrides; check that they compose first.
+    Hydra is told to raise what it would print over several lines (a setting that
+    does not compose, a config that does not instantiate), so it ends here in one line.
+
+    ``hydra_args``: the command is a Hydra app (``fedlearn-simulate``).
     """
 
     def wrapper() -> None:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             check_choices(sys.argv[1:])
             if hydra_args:
-                check_composes(sys.argv[1:])
-                # Everything imported so far (torch, Flower, Hydra) lives as long as the
-                # process: out of the garbage collector's reach, full collections are cheap.
+                import fedlearn.experiment  # noqa: F401 - torch, Flower: imported once, here
+
+                # Everything imported so far lives as long as the process: out of the
+                # garbage collector's reach, its full collections stay cheap.
                 gc.freeze()
             main()
         except USER_ERRORS as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -98,15 +99,25 @@ def test_cli_prints_one_line_and_exits_2(tmp_path) -> None:
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
 
 
-def test_unknown_setting_is_one_line_before_hydra() -> None:
-    from fedlearn.cli import check_composes
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["foo=1"], r"Could not override 'foo'. To append .* use \+foo=1"),
+        (["runtime=ray", "runtime.workers=2"], "Could not override 'runtime.workers'"),
+        (["-m", "foo=1"], "Could not override 'foo'"),  # multirun too
+        (["num_rounds=x"], "num_rounds must be an integer >= 1, got 'x'"),
+    ],
+)
+def test_a_setting_that_does_not_compose_is_one_line(argv, expected, monkeypatch, capsys) -> None:
+    from fedlearn import cli
 
-    with pytest.raises(ConfigError, match=r"Could not override 'foo'. To append .* use \+foo=1"):
-        check_composes(["foo=1"])
-    with pytest.raises(ConfigError, match="Could not override 'runtime.workers'"):
-        check_composes(["runtime=ray", "runtime.workers=2"])
-    check_composes(["-m", "foo=1"])  # flags (multirun, --cfg, ...) are left to Hydra
-    check_composes(["num_rounds=3", "hydra.run.dir=/tmp/x"])
+    monkeypatch.setattr(sys, "argv", ["fedlearn-simulate", *argv])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.simulate()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert re.search(expected, err), err
 
 
 @pytest.mark.slow
@@ -120,3 +131,15 @@ def test_cli_unknown_setting_exits_2_in_one_line(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "Could not override 'foo'" in proc.stderr
+
+
+def test_a_config_that_does_not_instantiate_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from fedlearn import cli
+
+    argv = ["+strategy.bogus=3", "num_rounds=1", f"hydra.run.dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", ["fedlearn-simulate", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.simulate()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "unexpected keyword argument 'bogus'" in err
