@@ -59,6 +59,20 @@ def to_record(arrays: Mapping[str, np.ndarray | torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({key: to_array(value) for key, value in arrays.items()})
 
 
+@lru_cache(maxsize=4096)
+def _layout(dtype: str, shape: tuple[int, ...]) -> tuple[np.dtype, bytes, int] | None:
+    """(numpy dtype, ``np.save`` header, payload bytes) of an Array's dtype and shape;
+    None for what takes Flower's path."""
+    try:
+        kind = np.dtype(dtype)
+    except TypeError:
+        return None
+    if not _plain(kind):
+        return None
+    count = int(np.prod(shape, dtype=np.int64))
+    return kind, _header(np.lib.format.dtype_to_descr(kind), shape), count * kind.itemsize
+
+
 def view(array: Array) -> np.ndarray:
     """A read-only numpy view of an Array's payload: no copy, no header parse.
 
@@ -66,17 +80,12 @@ def view(array: Array) -> np.ndarray:
     the Array's dtype and shape and the payload has exactly their size, so the
     values are those of ``array.numpy()``; anything else goes through it.
     """
-    try:
-        dtype = np.dtype(array.dtype)
-        shape = tuple(array.shape)
-        plain = array.stype == NUMPY and _plain(dtype)
-        header = _header(np.lib.format.dtype_to_descr(dtype), shape) if plain else b""
-    except (TypeError, ValueError):
-        return array.numpy()
-    data = array.data
-    count = int(np.prod(shape, dtype=np.int64))
-    if plain and data.startswith(header) and len(data) == len(header) + count * dtype.itemsize:
-        return np.frombuffer(data, dtype=dtype, count=count, offset=len(header)).reshape(shape)
+    layout = _layout(array.dtype, tuple(array.shape)) if array.stype == NUMPY else None
+    if layout is not None:
+        dtype, header, size = layout
+        data = array.data
+        if len(data) == len(header) + size and data.startswith(header):
+            return np.frombuffer(data, dtype=dtype, offset=len(header)).reshape(array.shape)
     return array.numpy()
 
 

@@ -77,23 +77,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     r = args.repeats
+    plain_loop = [sys.executable, str(HERE / "plain_loop.py")]
     rows = {
-        "plain PyTorch loop": median_time(
-            lambda tmp: [sys.executable, str(HERE / "plain_loop.py")], r
+        "plain PyTorch loop": median_time(lambda tmp: plain_loop, r),
+        "plain loop + fedlearn's gc.freeze": median_time(
+            lambda tmp: [*plain_loop, "--freeze-gc"], r
         ),
         "fedlearn in-process (workers=1)": median_time(
             simulate_cmd([*WORKLOAD, "runtime.workers=1"]), r
         ),
         "fedlearn on Flower's Ray engine": median_time(simulate_cmd([*WORKLOAD, "runtime=ray"]), r),
     }
-    plain = rows["plain PyTorch loop"]
+    plain, frozen = rows["plain PyTorch loop"], rows["plain loop + fedlearn's gc.freeze"]
     print(f"Workload: 20 clients, 10 per round, 5 rounds, CNN on digits. Median of {r} runs.")
-    print("| run | wall s | vs plain | CPU s | vs plain | rounds only s | vs plain |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| run | wall s | vs plain | vs plain + gc.freeze | CPU s | vs plain"
+        " | rounds only s | vs plain | vs plain + gc.freeze |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, (wall, cpu, rounds) in rows.items():
         print(
-            f"| {name} | {wall:.2f} | {wall / plain[0]:.2f}x | {cpu:.2f} | {cpu / plain[1]:.2f}x"
-            f" | {rounds:.2f} | {rounds / plain[2]:.2f}x |"
+            f"| {name} | {wall:.2f} | {wall / plain[0]:.2f}x | {wall / frozen[0]:.2f}x"
+            f" | {cpu:.2f} | {cpu / plain[1]:.2f}x"
+            f" | {rounds:.2f} | {rounds / plain[2]:.2f}x | {rounds / frozen[2]:.2f}x |"
         )
     inproc, ray = rows["fedlearn in-process (workers=1)"], rows["fedlearn on Flower's Ray engine"]
     print(f"in-process is {ray[0] / inproc[0]:.1f}x faster than Ray (wall)")

@@ -4,10 +4,15 @@
 1 local epoch of SGD (lr 0.1, momentum 0.9, batch 16) on the same CNN, sample-
 weighted averaging, 10 clients evaluating on their held-out 20%, and a central
 test evaluation every round: the same work fedlearn's benchmark config does.
+
+``--freeze-gc`` gives it the garbage-collector treatment fedlearn's console
+scripts apply (``gc.freeze()`` after start-up and at exit), so the comparison
+with it measures the framework alone.
 """
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 import time
@@ -66,5 +71,11 @@ def main(seed: int = 0) -> tuple[float, float]:
 
 
 if __name__ == "__main__":
-    accuracy, seconds = main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    freeze = "--freeze-gc" in sys.argv
+    if freeze:
+        gc.freeze()
+    seeds = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
+    accuracy, seconds = main(seeds[0] if seeds else 0)
     print(f"accuracy {accuracy:.4f} rounds_seconds {seconds:.3f}")
+    if freeze:
+        gc.freeze()
