@@ -105,7 +105,7 @@ def main() -> None:
     print(f"in-process is {ray[0] / inproc[0]:.1f}x faster than Ray (wall)")
     heavy1 = median_time(simulate_cmd([*HEAVY, "runtime.workers=1"]), r)
     heavy2 = median_time(simulate_cmd([*HEAVY, "runtime.workers=2"]), r)
-    print("Training-heavy: 10 clients, 3 rounds, 10 local epochs, CNN 64/256.")
+    print("Training-heavy: 10 clients, 3 rounds, 4 local epochs, CNN 64/256.")
     print("| in-process | wall s | rounds only s |")
     print("| --- | ---: | ---: |")
     print(f"| workers=1 | {heavy1[0]:.2f} | {heavy1[2]:.2f} |")
