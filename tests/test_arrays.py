@@ -63,3 +63,13 @@ def test_state_dict_round_trip_matches_flower() -> None:
         assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key])
     ours[next(iter(ours))].add_(1.0)  # writable copies, not views of the record's bytes
     assert torch.equal(arrays.to_state_dict(record)[next(iter(ours))], theirs[next(iter(ours))])
+
+
+def test_cast_like_restores_the_reference_dtypes() -> None:
+    reference = arrays.to_record({"w": np.zeros(3, np.float32), "n": np.array(2, np.int64)})
+    same = arrays.to_record({"w": np.ones(3, np.float32), "n": np.array(5, np.int64)})
+    assert arrays.cast_like(same, reference) is same
+    upcast = arrays.to_record({"w": np.full(3, 0.1, np.float64), "n": np.array(5, np.int64)})
+    out = arrays.cast_like(upcast, reference)
+    assert out["w"].dtype == "float32" and out["w"].data == Array(np.full(3, 0.1, np.float32)).data
+    assert out["n"].data == upcast["n"].data

@@ -153,3 +153,14 @@ def test_gc_is_frozen_only_during_the_run(tiny: list[str], tmp_path, monkeypatch
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_fedadam_keeps_the_models_dtype(tiny: list[str], tmp_path) -> None:
+    # Flower's FedAdam upcasts to float64 (a NumPy float64 step size); the round loop
+    # casts back, so every round sends float32 bytes, as round 1 does.
+    overrides = [*tiny, "strategy=fedadam", "num_rounds=3", "strategy.fraction_evaluate=0.5"]
+    simulate(overrides, tmp_path)
+    rounds = [m for m in records.read_metrics(tmp_path) if m["round"] > 0]
+    assert len({m["bytes_sent"] for m in rounds}) == 1
+    state = torch.load(tmp_path / records.MODEL)
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())

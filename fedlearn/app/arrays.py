@@ -97,3 +97,27 @@ def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
 def to_state_dict(record: ArrayRecord) -> dict[str, torch.Tensor]:
     """What ``record.to_torch_state_dict()`` gives, without its per-array ``np.load``."""
     return {key: torch.from_numpy(np.array(view(array))) for key, array in record.items()}
+
+
+def cast_like(record: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
+    """``record`` with every array in its dtype in ``reference``; unchanged when they agree.
+
+    Undoes an aggregation's upcast: Flower's FedAdam multiplies by a NumPy float64
+    step size, which under NumPy 2's promotion rules turns a float32 model into
+    float64 from round 2 on and doubles every message it sends.
+    """
+    changed = {
+        key
+        for key, array in record.items()
+        if key in reference and array.dtype != reference[key].dtype
+    }
+    if not changed:
+        return record
+    return ArrayRecord(
+        {
+            key: to_array(view(array).astype(np.dtype(reference[key].dtype)))
+            if key in changed
+            else array
+            for key, array in record.items()
+        }
+    )

@@ -25,7 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from fedlearn import records
-from fedlearn.app.arrays import to_state_dict
+from fedlearn.app.arrays import cast_like, to_state_dict
 from fedlearn.app.tracking import TrackingGrid
 
 log = logging.getLogger("fedlearn")
@@ -173,7 +173,7 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
                 )
                 log.error("stopping: %s", error)
                 break
-            arrays = new_arrays
+            arrays = cast_like(new_arrays, setup.initial_arrays)  # the model's own dtypes
             msgs = strategy.configure_evaluate(
                 rnd, arrays, ConfigRecord(setup.evaluate_config), grid
             )
