@@ -7,25 +7,14 @@ import pytest
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
-from tests.test_grpc_helpers import spawn_client, start_server, stop
+from tests.test_grpc_helpers import spawn_partition_clients, start_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 def test_plain_flower_clientapp_processes_train_with_fedavg(tmp_path):
     grid, server, port = start_server()
-    procs = [
-        spawn_client(
-            port,
-            f"p{k}",
-            "--partition-id",
-            str(k),
-            "--num-partitions",
-            "2",
-            log=tmp_path / f"p{k}.log",
-        )
-        for k in range(2)
-    ]
+    procs = spawn_partition_clients(port, "p", 2, 2, tmp_path)
     try:
         assert grid.wait_for_nodes(2, 60) == 2
         result = FedAvg(min_available_nodes=2).start(

@@ -130,6 +130,11 @@ class ThreadClient:
         return self.rc
 
 
+def partition(k: int, n: int) -> tuple[str, ...]:
+    """``fedlearn-client`` flags for partition ``k`` of ``n``."""
+    return ("--partition-id", str(k), "--num-partitions", str(n))
+
+
 def spawn_client(
     port: int, name: str, *extra: str, app_spec: str = APP, log: Path | None = None
 ) -> subprocess.Popen:
@@ -193,3 +198,13 @@ def run_fedavg(grid: GrpcGrid, num_nodes: int, rounds: int = 1, size: int = 4) -
         timeout=60,
     )
     return result.arrays.to_numpy_ndarrays()[0]
+
+
+def spawn_partition_clients(
+    port: int, prefix: str, count: int, partitions: int, logs: Path
+) -> list[subprocess.Popen]:
+    """Clients ``prefix0..`` on partitions ``0..count-1`` of ``partitions``, logs in ``logs``."""
+    return [
+        spawn_client(port, f"{prefix}{k}", *partition(k, partitions), log=logs / f"{prefix}{k}.log")
+        for k in range(count)
+    ]

@@ -21,7 +21,16 @@ from fedlearn import records
 from fedlearn.app.server_app import ServerSetup, run_rounds
 from fedlearn.experiment import simulate
 from fedlearn.runtime.grpc import security
-from tests.test_grpc_helpers import REPO, free_port, spawn_client, start_server, stop, wait_for
+from tests.test_grpc_helpers import (
+    REPO,
+    free_port,
+    partition,
+    spawn_client,
+    spawn_partition_clients,
+    start_server,
+    stop,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -57,25 +66,11 @@ def _read_until(proc: subprocess.Popen, text: str) -> None:
 
 def test_client_killed_mid_round_completes_without_it_and_rejoins(tmp_path):
     grid, server, port = start_server(heartbeat_interval=1.0, heartbeat_timeout=5.0)
-    procs = [
-        spawn_client(
-            port,
-            f"c{k}",
-            "--partition-id",
-            str(k),
-            "--num-partitions",
-            "3",
-            log=tmp_path / f"c{k}.log",
-        )
-        for k in range(2)
-    ]
+    procs = spawn_partition_clients(port, "c", 2, 3, tmp_path)
     victim = spawn_client(
         port,
         "c2",
-        "--partition-id",
-        "2",
-        "--num-partitions",
-        "3",
+        *partition(2, 3),
         "--node-config",
         "train-sleep=60",
         "--node-config",
@@ -97,9 +92,7 @@ def test_client_killed_mid_round_completes_without_it_and_rejoins(tmp_path):
         _read_until(victim, "TRAIN 2")  # c2 is training in round 2 ...
         victim.kill()  # ... and dies; it restarts at once under the same name (node id)
         log = tmp_path / "c2-again.log"
-        procs.append(
-            spawn_client(port, "c2", "--partition-id", "2", "--num-partitions", "3", log=log)
-        )
+        procs.append(spawn_client(port, "c2", *partition(2, 3), log=log))
         runner.join(60)
         r2 = records.read_metrics(tmp_path)[1]
         assert (r2["round"], r2["sampled"], r2["succeeded"], r2["failed"]) == (2, 3, 2, 1)
@@ -136,10 +129,7 @@ def test_server_killed_and_resumed_completes_all_rounds(tmp_path):
         spawn_client(
             port,
             f"c{k}",
-            "--partition-id",
-            str(k),
-            "--num-partitions",
-            "2",
+            *partition(k, 2),
             "--node-config",
             "train-sleep=0.5",
             app_spec="tests.test_grpc_helpers:slow_app",

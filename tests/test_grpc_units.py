@@ -52,17 +52,17 @@ def test_message_round_trips_through_chunks_and_shares_content():
     assert back.content["config"]["lr"] == 0.1
 
 
+def _mixed_arrays() -> ArrayRecord:
+    """float64 2-d, empty float32 and 0-d int64 arrays."""
+    arrays = [np.arange(6, dtype=np.float64).reshape(2, 3), np.zeros(0, np.float32)]
+    return ArrayRecord([*arrays, np.array(3, np.int64)])
+
+
 def test_encoding_is_flowers_own_byte_for_byte():
     set_server_identity(1)
     content = RecordDict(
         {
-            "arrays": ArrayRecord(
-                [
-                    np.arange(6, dtype=np.float64).reshape(2, 3),
-                    np.zeros(0, np.float32),
-                    np.array(3, np.int64),
-                ]
-            ),
+            "arrays": _mixed_arrays(),
             "empty": ArrayRecord(),
             "metrics": MetricRecord({"loss": 0.25, "n": 3}),
             "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True}),
@@ -105,13 +105,7 @@ def test_fast_decoder_reads_what_flower_reads():
     set_server_identity(1)
     content = RecordDict(
         {
-            "arrays": ArrayRecord(
-                [
-                    np.arange(6, dtype=np.float64).reshape(2, 3),
-                    np.zeros(0, np.float32),
-                    np.array(3, np.int64),
-                ]
-            ),
+            "arrays": _mixed_arrays(),
             "": ArrayRecord(),
             "metrics": MetricRecord({"loss": 0.25, "n": 3, "hist": [1.0, 2.0]}),
             "config": ConfigRecord({"lr": 0.1, "name": "x", "flag": True, "raw": b"\x00\x01"}),
