@@ -14,9 +14,10 @@ import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
@@ -26,7 +27,8 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temp file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -55,7 +57,7 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    _atomic_write(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
+    atomic_write(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
 
 
 def append_metrics(run_dir: Path, line: dict[str, Any]) -> None:
@@ -83,15 +85,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 def truncate_metrics(run_dir: Path, last_round: int) -> None:
     """Keep metrics.jsonl lines up to ``last_round`` (resume rewinds to its checkpoint)."""
     kept = [m for m in read_metrics(run_dir) if m.get("round", 0) <= last_round]
-    _atomic_write(Path(run_dir) / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
+    atomic_write(Path(run_dir) / METRICS, "".join(json.dumps(m) + "\n" for m in kept).encode())
 
 
 def save_checkpoint(run_dir: Path, server_round: int, state: dict[str, Any]) -> Path:
     """Write ``checkpoints/round-N.pt`` atomically, then point ``latest`` at it."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     path = ckpt_dir / f"round-{server_round}.pt"
-    _atomic_write(path, pickle.dumps({"round": server_round, **state}, protocol=5))
-    _atomic_write(ckpt_dir / LATEST, path.name.encode())
+    atomic_write(path, pickle.dumps({"round": server_round, **state}, protocol=5))
+    atomic_write(ckpt_dir / LATEST, path.name.encode())
     return path
 
 
@@ -107,6 +109,8 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 
 def save_model(run_dir: Path, state_dict: dict[str, torch.Tensor]) -> None:
     """The final weights as a torch state dict (``torch.load`` reads it back)."""
+    import torch  # here: the run folder's other files do not need it
+
     path = Path(run_dir) / MODEL
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".model.")
     os.close(fd)

@@ -57,6 +57,19 @@ def test_same_final_weights_as_inprocess(tmp_path):
     assert b["bytes_sent"] > 0 and b["bytes_received"] > 0
 
 
+def test_resume_keeps_client_state_and_equals_uninterrupted(tmp_path):
+    # SCAFFOLD's client control variates live in the client processes: the local
+    # clients keep them in clients/client-k.state, and the resumed run's new client
+    # processes carry on with them.
+    grpc = [*SMALL, "runtime=grpc", "strategy=scaffold"]
+    whole = simulate(grpc, tmp_path / "whole")
+    simulate([*grpc, "num_rounds=2"], tmp_path / "split")
+    resumed = simulate([f"resume={tmp_path / 'split'}", "num_rounds=3"])
+    assert resumed["rounds_completed"] == 3 and resumed["final"] == whole["final"]
+    log = (tmp_path / "split" / "clients" / "client-0.log").read_text()
+    assert "restored client state (1 records)" in log
+
+
 def _read_until(proc: subprocess.Popen, text: str) -> None:
     for line in proc.stdout:
         if text in line.decode():

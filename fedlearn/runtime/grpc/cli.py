@@ -130,6 +130,11 @@ def client_parser() -> argparse.ArgumentParser:
         " client is the same node (servers without authentication)",
     )
     p.add_argument(
+        "--state-file",
+        help="keep this node's client state (SCAFFOLD, FedDyn, ...) in this file, so a"
+        " restarted client carries on with it in the same run",
+    )
+    p.add_argument(
         "--reconnect-timeout",
         type=float,
         default=300.0,
@@ -184,6 +189,7 @@ def client_settings(args: argparse.Namespace) -> Any:
         token_file=args.token_file,
         node_name=args.node_name or persisted_name(args.id_file),
         reconnect_timeout=args.reconnect_timeout,
+        state_file=args.state_file,
     )
 
 

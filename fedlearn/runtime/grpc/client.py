@@ -23,14 +23,15 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from flwr.app import Context, Error, Message, Metadata, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedlearn.runtime.grpc import client_state, frames, security
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
-from fedlearn.runtime.grpc import frames, security
 from fedlearn.runtime.grpc.serde import (
     Assembler,
     FrameError,
@@ -74,6 +75,7 @@ class ClientSettings:
     reconnect_timeout: float = 300.0
     max_backoff: float = 5.0
     max_message_mb: float = 1024.0
+    state_file: str | None = None  # keep Context.state here across client restarts
 
 
 def load_app(spec: str) -> ClientApp:
@@ -221,13 +223,36 @@ class GrpcClient:
                 run_id=welcome.run_id,
                 node_id=welcome.node_id,
                 node_config=dict(self.s.node_config),
-                state=RecordDict(),
+                state=self._saved_state(run_config, welcome.node_id) or RecordDict(),
                 run_config=run_config,
             )
         else:  # a reconnect: same state, the server's current run
             self.context.run_id, self.context.node_id = welcome.run_id, welcome.node_id
             self.context.run_config = run_config
         log.info("joined as node %d (%s)", welcome.node_id, self.name)
+
+    def _state_key(self, run_config: dict[str, Any], node_id: int) -> tuple[str, str] | None:
+        key = run_config.get(client_state.RUN_KEY)
+        if not self.s.state_file or not key:
+            return None
+        return str(key), str(node_id)  # the server derives node ids from identities
+
+    def _saved_state(self, run_config: dict[str, Any], node_id: int) -> RecordDict | None:
+        if self.s.state_file and not run_config.get(client_state.RUN_KEY):
+            log.warning("the server names no run: --state-file %s is not used", self.s.state_file)
+        key = self._state_key(run_config, node_id)
+        if key is None:
+            return None
+        state = client_state.load(Path(self.s.state_file), *key)
+        if state is not None:
+            log.info("restored client state (%d records) from %s", len(state), self.s.state_file)
+        return state
+
+    def _save_state(self) -> None:
+        assert self.context is not None
+        key = self._state_key(self.context.run_config, self.context.node_id)
+        if key is not None:
+            client_state.save(Path(self.s.state_file), *key, self.context.state)
 
     async def _writer(self, call: Any, outbox: asyncio.Queue) -> None:
         while True:
@@ -310,6 +335,7 @@ class GrpcClient:
             try:
                 reply = self.app(msg, self.context)
                 parts = message_parts(reply)
+                self._save_state()
             except Exception as err:  # the strategy sees a failed node, the run goes on
                 from fedlearn.runtime.inprocess import CLIENT_EXCEPTION  # (imports torch)
 

@@ -28,6 +28,7 @@ from flwr.app import Context, RecordDict
 from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import ServerSetup, make_server_app
 from fedlearn.runtime.grpc.certs import make_pki
+from fedlearn.runtime.grpc.client_state import RUN_KEY, run_key
 from fedlearn.runtime.grpc.grid import GrpcGrid
 from fedlearn.runtime.grpc.server import GrpcServer
 from fedlearn.runtime.grpc.settings import GRPC_IN_USE, DeploySettings, log
@@ -69,8 +70,11 @@ def _local_settings(settings: DeploySettings, run_dir: Path, n: int) -> tuple[De
     return settings, pki
 
 
-def client_args(port: int, k: int, n: int, cfg: dict[str, Any], pki: Any) -> list[str]:
-    """The ``fedlearn-client`` arguments of local client ``k`` of ``n``."""
+def client_args(
+    port: int, k: int, n: int, cfg: dict[str, Any], pki: Any, folder: Path
+) -> list[str]:
+    """The ``fedlearn-client`` arguments of local client ``k`` of ``n``; its state file
+    in ``folder``, so a resumed run's clients carry on with their state."""
     cmd = [
         "--server",
         f"127.0.0.1:{port}",
@@ -84,6 +88,8 @@ def client_args(port: int, k: int, n: int, cfg: dict[str, Any], pki: Any) -> lis
         str(int(cfg["runtime"].get("client_threads") or 1)),
         "--reconnect-timeout",
         str(float(cfg["runtime"].get("wait_timeout", 300))),
+        "--state-file",
+        str(folder / f"client-{k}.state"),
     ]
     if pki is None:
         cmd.append("--insecure")
@@ -138,7 +144,7 @@ def _start_client(argv: list[str], log_file: Path) -> Any:
         )
 
 
-def _prepare_fork(cfg: dict[str, Any], n: int) -> None:
+def _prepare_fork(run_config: dict[str, Any], n: int) -> None:
     """Load in this process what every forked client needs: the ClientApp's modules, the
     partitions, and torch's lazily imported training code (hundreds of modules)."""
     if not _can_fork():
@@ -151,7 +157,7 @@ def _prepare_fork(cfg: dict[str, Any], n: int) -> None:
         node_id=0,
         node_config={"partition-id": 0, "num-partitions": n},
         state=RecordDict(),
-        run_config=client_run_config(cfg),
+        run_config=run_config,
     )
     client._warm_up()
 
@@ -172,18 +178,22 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
     level = log.level
     if n_local and cfg.get("progress", True):
         log.setLevel(logging.WARNING)  # the progress display says who trained; logs: clients/
-    grid = GrpcGrid(client_run_config(cfg), round_timeout=settings.round_timeout)
+    # The run's key lets a restarted client (--state-file) know it rejoins the same run.
+    run_config = {**client_run_config(cfg), RUN_KEY: run_key(setup.run_dir)}
+    grid = GrpcGrid(run_config, round_timeout=settings.round_timeout)
     server = GrpcServer(grid, settings)  # (no gRPC object exists before start())
     reason = "run failed"
     try:
         if n_local:
             # Clients first, forked before any gRPC object exists; they retry until we listen.
-            _prepare_fork(cfg, n_local)
+            _prepare_fork(run_config, n_local)
             logs.mkdir(exist_ok=True)
             port = int(settings.address.rsplit(":", 1)[1])
             for k in range(n_local):
                 procs.append(
-                    _start_client(client_args(port, k, n_local, cfg, pki), logs / f"client-{k}.log")
+                    _start_client(
+                        client_args(port, k, n_local, cfg, pki, logs), logs / f"client-{k}.log"
+                    )
                 )
         port = server.start()
         log.info("fedlearn server listening on %s:%d", settings.address.rsplit(":", 1)[0], port)

@@ -1,0 +1,71 @@
+"""A client's Context.state on disk (--state-file): kept across client restarts in one run."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+from fedlearn.app.arrays import to_record
+from fedlearn.runtime.grpc import client_state
+from fedlearn.runtime.grpc.launch import client_args
+from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server
+
+
+def _state() -> RecordDict:
+    return RecordDict(
+        {
+            "scaffold-ci": to_record({"w": np.arange(4, dtype=np.float32)}),
+            "calls": MetricRecord({"n": 3}),
+            "note": ConfigRecord({"who": "me"}),
+        }
+    )
+
+
+def test_state_round_trips_for_its_run_and_node_only(tmp_path) -> None:
+    path = tmp_path / "node.state"
+    client_state.save(path, "run-a", "7", _state())
+    back = client_state.load(path, "run-a", "7")
+    assert back is not None and back["calls"]["n"] == 3 and back["note"]["who"] == "me"
+    assert back["scaffold-ci"]["w"].numpy().tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert client_state.load(path, "run-b", "7") is None  # another run
+    assert client_state.load(path, "run-a", "8") is None  # another node
+    assert path.exists()  # left for its own run
+
+
+def test_an_unreadable_state_file_is_set_aside(tmp_path) -> None:
+    path = tmp_path / "node.state"
+    path.write_bytes(b"garbage")
+    assert client_state.load(path, "run-a", "7") is None
+    assert not path.exists() and (tmp_path / "node.state.unreadable").read_bytes() == b"garbage"
+
+
+def test_run_key_is_made_once_per_run_folder(tmp_path) -> None:
+    key = client_state.run_key(tmp_path)
+    assert key == client_state.run_key(tmp_path) and key != client_state.run_key(tmp_path / "x")
+
+
+def test_local_clients_get_a_state_file_in_the_run_folder(tmp_path) -> None:
+    args = client_args(5000, 1, 2, {"runtime": {}}, None, tmp_path)
+    assert args[args.index("--state-file") + 1] == str(tmp_path / "client-1.state")
+
+
+def _one_run(port: int, key: str, state_file, rounds: int) -> int:
+    """``rounds`` of FedAvg with one client; how many train calls its state counts."""
+    grid, server, port = start_server({"seed": 0, client_state.RUN_KEY: key}, port=port)
+    client = ThreadClient(port, "keeper", {"partition-id": 0}, state_file=str(state_file))
+    try:
+        run_fedavg(grid, 1, rounds=rounds)
+        server.finish("run over")
+        assert client.join() == 0
+        return int(client.client.context.state["calls"]["n"])
+    finally:
+        server.stop()
+
+
+def test_a_restarted_client_carries_on_with_its_state(tmp_path) -> None:
+    state_file = tmp_path / "keeper.state"
+    assert _one_run(0, "run-a", state_file, rounds=2) == 2
+    # A new client process (a new GrpcClient, nothing in memory) in the same run ...
+    assert _one_run(0, "run-a", state_file, rounds=1) == 3
+    # ... and in another run, where it starts fresh.
+    assert _one_run(0, "run-b", state_file, rounds=1) == 1
