@@ -96,9 +96,20 @@ def partition_indices(
             raise ValueError(
                 f"partitioner={name} leaves client {k} with {len(idx)} sample(s) of"
                 f" {len(order)} (num_clients={num_clients}); each client needs at least 2:"
-                " use fewer clients or a larger alpha / more shards"
+                f" {_remedy(name, len(order))}"
             )
     return out
+
+
+def _remedy(name: str, samples: int) -> str:
+    """What to change when a partitioner leaves a client (nearly) empty."""
+    fewer = f"use at most {samples // 2} clients" if name == "iid" else "use fewer clients"
+    more = {
+        "dirichlet": " or a larger partitioner.alpha",
+        "shard": " or more partitioner.num_shards_per_partition",
+        "pathological": " or more partitioner.num_classes_per_partition",
+    }
+    return fewer + more.get(name, "")
 
 
 def _library_partitions(
@@ -119,8 +130,10 @@ def _library_partitions(
     part.dataset = table
     try:
         with warnings.catch_warnings():
-            # flwr-datasets warns on every retry of a hard Dirichlet draw; the error says enough.
+            # flwr-datasets warns on every retry of a hard Dirichlet draw (the error says
+            # enough), and pyarrow about its own deprecations inside flwr-datasets.
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             # With NaturalIdPartitioner: one partition per id, the first num_clients kept.
             out = [np.sort(np.asarray(part.load_partition(k)["idx"])) for k in range(num_clients)]
     except ValueError as err:  # flwr-datasets' own explanation, on one line
