@@ -9,6 +9,7 @@ Ray actors, which polls for replies every 0.1 s).
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 from flwr.clientapp import ClientApp
@@ -18,6 +19,27 @@ from fedlearn.app.client_app import with_run_config
 from fedlearn.app.run_config import client_run_config
 
 log = logging.getLogger("fedlearn")
+
+
+class _NotOurDeprecation(logging.Filter):
+    """Drop Flower's notice that ``run_simulation`` is deprecated: fedlearn calls it on
+    purpose (it is Flower's Ray engine); the user has nothing to change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
+def _quiet() -> None:
+    # Loggers that print set-up chatter at INFO under Hydra's job logging.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    flwr = logging.getLogger("flwr")
+    if not any(isinstance(f, _NotOurDeprecation) for f in flwr.filters):
+        flwr.addFilter(_NotOurDeprecation())
+    # Ray's advice about a future default for num_gpus=0; fedlearn relies on today's
+    # (clients without GPUs see none), so there is nothing to act on.
+    warnings.filterwarnings(
+        "ignore", message="Tip: In future versions of Ray", category=FutureWarning
+    )
 
 
 def backend_config(runtime: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +76,7 @@ def run_ray(
         raise ValueError(
             "runtime=ray needs Ray: pip install 'fedlearn[ray]' (or flwr[simulation])"
         ) from None
+    _quiet()
     from flwr.simulation import run_simulation
 
     try:
