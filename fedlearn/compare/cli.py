@@ -2,8 +2,8 @@
 
 Usage::
 
-    fedlearn-compare strategy=fedavg,fedprox seed=0,1,2 [hydra/launcher=joblib] \
-        [compare.target=0.8]
+    fedlearn-compare strategy=fedavg,fedprox seed=0,1,2 [compare.target=0.8]
+    fedlearn-compare ... hydra/launcher=joblib      # jobs in parallel processes
     fedlearn-compare report <folder> [--target 0.8] [--ignore runtime]
     fedlearn-compare dir=<folder> [compare.target=0.8]   # the same, Hydra-style
 
@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "report":
         report_main(argv[1:])
         return
+    if {"-h", "--help"} & set(argv):  # this command's usage, then the config's (Hydra)
+        print(__doc__.split("The sweep takes")[0].replace("Usage::", "Usage:").strip() + "\n")
     dirs = [a for a in argv if a.startswith("dir=")]
     if dirs:
         target = [
