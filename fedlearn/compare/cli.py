@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         report_main(argv[1:])
         return
     if {"-h", "--help"} & set(argv):  # this command's usage, then the config's (Hydra)
-        print(__doc__.split("The sweep takes")[0].replace("Usage::", "Usage:").strip() + "\n")
+        usage = __doc__.split("The sweep takes")[0].replace("Usage::", "Usage:")
+        print(usage.replace("``", "").strip() + "\n")
     dirs = [a for a in argv if a.startswith("dir=")]
     if dirs:
         target = [
