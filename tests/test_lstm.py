@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -47,3 +50,30 @@ def test_refuses_images_and_bad_sizes():
 
 def test_step_on_shakespeare_fixture(tmp_path):
     step_on_shakespeare_fixture(CFG, tmp_path)
+
+
+def test_dropout_is_seeded_per_client_round(tmp_path) -> None:
+    # Dropout draws from torch's global RNG: each client call seeds it from (seed, round,
+    # client), so results do not depend on call order, workers or what ran before.
+    from fedlearn.experiment import simulate
+    from tests.conftest import metrics_without_timings
+
+    shutil.copytree(Path(__file__).parent / "fixtures" / "shakespeare", tmp_path / "texts")
+    overrides = [
+        "dataset=shakespeare",
+        f"dataset.cache_dir={tmp_path}",
+        "dataset.seq_len=8",
+        "dataset.min_samples=20",
+        "partitioner=natural",
+        "num_clients=3",
+        "num_rounds=2",
+        "model=lstm",
+        "model.hidden=16",
+        "model.dropout=0.5",
+        "client.max_steps=3",
+        "progress=false",
+    ]
+    simulate([*overrides, "runtime.workers=1"], tmp_path / "one")
+    simulate([*overrides, "runtime.workers=2"], tmp_path / "two")
+    one, two = metrics_without_timings(tmp_path / "one"), metrics_without_timings(tmp_path / "two")
+    assert one == two

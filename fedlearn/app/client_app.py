@@ -117,21 +117,26 @@ def train(msg: Message, context: Context) -> Message:
     _load(job, msg)
     config = msg.content["config"]
     round_ = int(config.get("server-round", 0))
-    # Data order depends only on (seed, round, client): any runtime, any worker.
-    gen = torch.Generator().manual_seed(job.seed * 1_000_003 + round_ * 10_007 + job.partition_id)
+    # Data order and dropout depend only on (seed, round, client): any runtime, any
+    # worker, whatever ran before in this process (whose RNG state is left as it was).
+    seed = job.seed * 1_000_003 + round_ * 10_007 + job.partition_id
+    gen = torch.Generator().manual_seed(seed)
     settings = train_settings(config)
     # Strategies with client state (SCAFFOLD, FedDyn): hooks + extra reply records.
     side = client_strategies.setup(msg.content, context, job.model, settings, job.device)
-    metrics = training.train(
-        job.model,
-        job.train_x,
-        job.train_y,
-        settings,
-        job.device,
-        gen,
-        loss_hooks=side.loss_hooks,
-        grad_hooks=side.grad_hooks,
-    )
+    cuda = [job.device] if job.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        metrics = training.train(
+            job.model,
+            job.train_x,
+            job.train_y,
+            settings,
+            job.device,
+            gen,
+            loss_hooks=side.loss_hooks,
+            grad_hooks=side.grad_hooks,
+        )
     content = RecordDict(
         {"arrays": arrays.to_record(job.model.state_dict()), "metrics": MetricRecord(metrics)}
     )
