@@ -25,6 +25,7 @@ after evaluation).
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,17 +46,30 @@ app = ClientApp()
 
 @dataclass
 class ClientJob:
-    """A client's data, model and device, built once per process and node."""
+    """A client's data, model settings and device, built once per process and node."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     eval_x: torch.Tensor
     eval_y: torch.Tensor
     spec: DataSpec
-    model: nn.Module
+    model_json: str
     device: torch.device
     seed: int
     partition_id: int
+
+
+@lru_cache(maxsize=64)
+def _model(model_json: str, spec: DataSpec, device: str, thread: int) -> nn.Module:  # noqa: ARG001
+    return build_model(json.loads(model_json), spec).to(device)
+
+
+def job_model(job: ClientJob) -> nn.Module:
+    """The model a client trains: one per process, thread and model config, shared by
+    the nodes it serves (every message loads its own weights first, and a client's own
+    state lives in its Context). Per node, 810 Shakespeare roles would hold 810 LSTMs.
+    Take it once per message: the cache may drop it for another thread's model."""
+    return _model(job.model_json, job.spec, str(job.device), threading.get_ident())
 
 
 @lru_cache(maxsize=256)  # one entry per node this process serves
@@ -79,8 +93,8 @@ def _job(run_config_json: str, node_config_json: str) -> ClientJob:
         pid = int(node_config.get("node-index", 0))
         train_x, train_y, eval_x, eval_y = data.train_x, data.train_y, data.test_x, data.test_y
     device = training.resolve_device(str(node_config.get("device", client.get("device", "auto"))))
-    model = build_model(section(run_config, "model"), data.spec)
-    return ClientJob(train_x, train_y, eval_x, eval_y, data.spec, model, device, seed, pid)
+    model_json = json.dumps(section(run_config, "model"), sort_keys=True)
+    return ClientJob(train_x, train_y, eval_x, eval_y, data.spec, model_json, device, seed, pid)
 
 
 def client_job(context: Context) -> ClientJob:
@@ -105,16 +119,16 @@ def train_settings(config: ConfigRecord) -> training.TrainSettings:
     )
 
 
-def _load(job: ClientJob, msg: Message) -> None:
-    state = arrays.to_state_dict(msg.content["arrays"])
-    job.model.load_state_dict(state, strict=True)
+def _load(model: nn.Module, msg: Message) -> None:
+    model.load_state_dict(arrays.to_state_dict(msg.content["arrays"]), strict=True)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received model on this node's data and send it back."""
     job = client_job(context)
-    _load(job, msg)
+    model = job_model(job)
+    _load(model, msg)
     config = msg.content["config"]
     round_ = int(config.get("server-round", 0))
     # Data order and dropout depend only on (seed, round, client): any runtime, any
@@ -123,12 +137,12 @@ def train(msg: Message, context: Context) -> Message:
     gen = torch.Generator().manual_seed(seed)
     settings = train_settings(config)
     # Strategies with client state (SCAFFOLD, FedDyn): hooks + extra reply records.
-    side = client_strategies.setup(msg.content, context, job.model, settings, job.device)
+    side = client_strategies.setup(msg.content, context, model, settings, job.device)
     cuda = [job.device] if job.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         metrics = training.train(
-            job.model,
+            model,
             job.train_x,
             job.train_y,
             settings,
@@ -138,9 +152,9 @@ def train(msg: Message, context: Context) -> Message:
             grad_hooks=side.grad_hooks,
         )
     content = RecordDict(
-        {"arrays": arrays.to_record(job.model.state_dict()), "metrics": MetricRecord(metrics)}
+        {"arrays": arrays.to_record(model.state_dict()), "metrics": MetricRecord(metrics)}
     )
-    for key, record in side.finish(job.model, metrics).items():
+    for key, record in side.finish(model, metrics).items():
         content[key] = record
     return Message(content=content, reply_to=msg)
 
@@ -149,8 +163,9 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received model on this node's held-out data."""
     job = client_job(context)
-    _load(job, msg)
-    res = training.evaluate(job.model, job.eval_x, job.eval_y, job.device)
+    model = job_model(job)
+    _load(model, msg)
+    res = training.evaluate(model, job.eval_x, job.eval_y, job.device)
     metrics = {
         "eval_loss": res["loss"],
         "eval_acc": res["accuracy"],

@@ -287,7 +287,7 @@ class GrpcClient:
             from fedlearn.app.arrays import to_record
 
             context = copy.deepcopy(self.context)
-            arrays = to_record(module.client_job(context).model.state_dict())
+            arrays = to_record(module.job_model(module.client_job(context)).state_dict())
             config = ConfigRecord({"server-round": 0, "max-steps": 1})
             with torch.random.fork_rng():
                 for kind in ("train", "evaluate"):
