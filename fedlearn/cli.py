@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,9 +36,40 @@ def fail(err: BaseException) -> None:
     """Print a user error as one line and exit 2."""
     text = str(err)
     if isinstance(err, HydraException):  # its first two lines say it all
-        text = " ".join(text.split("\n")[:2]).strip()
+        text = unknown_setting(text, sys.argv[1:]) or " ".join(text.split("\n")[:2]).strip()
     print(f"fedlearn: error: {text}", file=sys.stderr)
     sys.exit(2)
+
+
+def unknown_setting(text: str, argv: list[str]) -> str | None:
+    """For Hydra's "Could not override 'a.b'": which settings ``a`` does have (Hydra's
+    own advice, ``+a.b=...``, only moves the error to the object that refuses it)."""
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match is None:
+        return None
+    key = match.group(1)
+    parent, _, leaf = key.rpartition(".")
+    from fedlearn.experiment import compose_config
+
+    others = []
+    for arg in argv:
+        name, _, value = arg.partition("=")
+        if arg.startswith(("-", "hydra.", "hydra/", "+hydra")) or name.lstrip("+~") == key:
+            continue
+        if "(" in value:  # a sweep function (range, choice, ...): the default will do
+            continue
+        others.append(f"{name}={value.split(',')[0]}")  # a sweep list: its first value
+    try:
+        node = compose_config(others)
+        for part in parent.split(".") if parent else []:
+            node = node[part]
+    except Exception:  # noqa: BLE001 - no better advice than Hydra's
+        return None
+    if not hasattr(node, "keys"):
+        return None
+    known = ", ".join(sorted(str(k) for k in node.keys() if k != "_target_"))
+    where = parent or "the config"
+    return f"{key}: {where} has no setting '{leaf}'; its settings: {known} (+{key}=... adds one)"
 
 
 def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[], None]:
