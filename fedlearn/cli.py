@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,18 @@ def unknown_setting(text: str, argv: list[str]) -> str | None:
     return f"{key}: {where} has no setting '{leaf}'; its settings: {known} (+{key}=... adds one)"
 
 
+def _interrupt(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler
+    raise KeyboardInterrupt
+
+
+def interrupted(stop: KeyboardInterrupt) -> None:
+    """Ctrl-C or SIGTERM: one line saying where the run is kept; exit 130."""
+    run_dir = getattr(stop, "run_dir", None)
+    where = f"; every finished round is in {run_dir}: continue with resume={run_dir}"
+    print(f"fedlearn: interrupted{where if run_dir else ''}", file=sys.stderr)
+    sys.exit(130)
+
+
 def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[], None]:
     """Run ``main``; turn a user error into one line on stderr and exit code 2.
 
@@ -83,6 +96,7 @@ def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[]
 
     def wrapper() -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
+        signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: like Ctrl-C
         try:
             check_choices(sys.argv[1:])
             if hydra_args:
@@ -94,6 +108,8 @@ def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[]
             main()
         except USER_ERRORS as err:
             fail(err)
+        except KeyboardInterrupt as stop:
+            interrupted(stop)
         finally:
             # The process ends here: spare the interpreter's last full collection over
             # every object torch made (about 0.6 s; simulations/bench/bench_simulate.py).

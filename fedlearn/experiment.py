@@ -150,6 +150,14 @@ def _check_partitions(cfg: dict[str, Any]) -> None:
 
 
 @contextmanager
+def _interruptible(run_dir: Path) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(run_dir) from None
+
+
+@contextmanager
 def long_lived_objects() -> Iterator[None]:
     """Keep the garbage collector off what is alive now (modules, data, model) for the
     duration: every full collection would otherwise walk torch's and Flower's objects
@@ -162,6 +170,14 @@ def long_lived_objects() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM; its folder holds every finished round."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 def run(
@@ -184,7 +200,7 @@ def run(
     runtime = plain["runtime"]["name"]
     done = len([m for m in records.read_metrics(run_dir) if m.get("round", 0) > 0])
     progress = console.round_progress(setup.num_rounds, done + 1, bool(plain.get("progress", True)))
-    with long_lived_objects(), progress as cb:
+    with long_lived_objects(), progress as cb, _interruptible(run_dir):
         setup.on_round = cb
         if runtime == "inprocess":
             _run_inprocess(plain, setup)

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from omegaconf import OmegaConf
@@ -13,7 +20,7 @@ from fedlearn import records
 from fedlearn.app import client_app as fedlearn_client
 from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import run_rounds
-from fedlearn.experiment import build_setup, compose_config, node_configs
+from fedlearn.experiment import build_setup, compose_config, node_configs, simulate
 from fedlearn.runtime.inprocess import InProcessGrid
 from tests.conftest import TINY
 
@@ -107,3 +114,81 @@ def test_too_few_successes_stop_cleanly(tmp_path) -> None:
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["status"] == "stopped" and (tmp_path / "model.pt").exists()
     assert [m["round"] for m in records.read_metrics(tmp_path)] == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_the_run_resumes(sig, tmp_path) -> None:
+    # Ctrl-C reaches the whole process group (workers too); a scheduler sends SIGTERM.
+    run_dir = tmp_path / "run"
+    args = [*TINY, "num_rounds=10000", "runtime.workers=2", f"hydra.run.dir={run_dir}"]
+    code = "from fedlearn.cli import simulate; simulate()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    metrics = run_dir / records.METRICS
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start"
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.decode().strip().splitlines() == [
+        f"fedlearn: interrupted; every finished round is in {run_dir}:"
+        f" continue with resume={run_dir}"
+    ]
+    result = json.loads((run_dir / records.RESULT).read_text())
+    done = result["rounds_completed"]
+    assert result["status"] == "interrupted" and done >= 3
+    assert records.load_checkpoint(run_dir)["round"] == done
+    resumed = simulate([f"resume={run_dir}", f"num_rounds={done + 1}"])
+    assert resumed["status"] == "completed" and resumed["rounds_completed"] == done + 1
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the field after the state: the parent pid
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc")
+def test_workers_do_not_outlive_a_killed_parent(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*TINY, "num_rounds=10000", "runtime.workers=2", f"hydra.run.dir={run_dir}"]
+    code = "from fedlearn.cli import simulate; simulate()"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True)
+    metrics = run_dir / records.METRICS
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start"
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: no clean-up in the parent
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(w) for w in workers):
+        if time.monotonic() > deadline:
+            for w in workers:
+                os.kill(w, signal.SIGKILL)
+            raise AssertionError("workers outlived their parent")
+        time.sleep(0.1)

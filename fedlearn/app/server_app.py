@@ -157,6 +157,7 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
         records.truncate_metrics(setup.run_dir, -1)
         records.append_metrics(setup.run_dir, {"round": 0, "central": setup.evaluate_fn(0, arrays)})
     status, error = "completed", None
+    rnd = first
     try:
         for rnd in range(first, setup.num_rounds + 1):
             seed_round(setup.seed, rnd)
@@ -200,6 +201,9 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
                 records.save_checkpoint(setup.run_dir, rnd, _state(setup, grid, arrays))
             if setup.on_round is not None:
                 setup.on_round(line)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM in a console script
+        status, error = "interrupted", f"interrupted in round {rnd}"
+        raise
     except BaseException as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise

@@ -17,6 +17,10 @@ from __future__ import annotations
 import copy
 import logging
 import multiprocessing as mp
+import os
+import signal
+import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterable
@@ -67,6 +71,20 @@ def _init_worker(app: ClientApp, threads: int) -> None:
     global _WORKER_APP
     _WORKER_APP = app
     torch.set_num_threads(threads)
+    # Ctrl-C (and a scheduler's SIGTERM) reach the whole process group: the parent
+    # stops the run and then the pool; a worker finishes the client it is running
+    # instead of printing a traceback. Workers end with the pool, or with the parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    # A worker blocks on the pool's queue, whose pipe it holds both ends of: it would
+    # outlive a parent killed outright (SIGKILL, OOM killer). Leave with it instead.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _worker_call(message: Message, context: Context) -> tuple[Message, Context]:
