@@ -109,7 +109,11 @@ def _client_child(argv: list[str], log_file: str) -> None:
         root.removeHandler(handler)
     from fedlearn.runtime.grpc.cli import client_main
 
-    client_main(argv)
+    try:
+        client_main(argv)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM to the launcher's process group
+        log.info("client stopped by a signal")
+        sys.exit(130)
 
 
 def _can_fork() -> bool:
