@@ -39,6 +39,20 @@ def _positive_int(cfg: dict[str, Any], path: str) -> int:
     return node
 
 
+def _check_device(key: str, device: Any, on_this_machine: bool) -> None:
+    import torch  # here: the checks above run before torch is needed
+
+    allowed = "auto | cpu | cuda | cuda:N | mps"
+    if device == "auto":
+        return
+    try:
+        kind = torch.device(str(device)).type
+    except RuntimeError:
+        raise ConfigError(f"{key}={device} is not a device; allowed: {allowed}") from None
+    if kind == "cuda" and on_this_machine and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={device} but CUDA is not available here; use auto or cpu")
+
+
 def num_sampled(strategy: dict[str, Any], num_clients: int, key: str = "train") -> int:
     """How many clients the strategy samples per round (Flower FedAvg's rule)."""
     fraction = float(strategy.get(f"fraction_{key}", 1.0))
@@ -82,7 +96,15 @@ def check_experiment(cfg: dict[str, Any]) -> None:
             f"strategy.num_nodes_to_select={st['num_nodes_to_select']} exceeds the {sampled}"
             " clients sampled per round"
         )
+    seed = cfg.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    # Clients of the in-process runtime train on this machine; Ray's and gRPC's may
+    # have GPUs the server does not, so only the spelling is checked for them.
+    here = cfg.get("runtime", {}).get("name", "inprocess") == "inprocess"
+    _check_device("client.device", cfg["client"].get("device", "auto"), here)
     srv = cfg.get("server", {})
+    _check_device("server.device", srv.get("device", "auto"), True)
     if float(srv.get("round_timeout", 1)) <= 0:
         raise ConfigError(f"server.round_timeout must be > 0, got {srv['round_timeout']}")
     if int(srv.get("checkpoint_every", 0)) < 0:

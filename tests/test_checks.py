@@ -38,6 +38,8 @@ CASES = [
         "strategy.num_nodes_to_select=6 exceeds the 4 clients sampled",
     ),
     (["client.lr=-1"], "client.lr must be > 0"),
+    (["seed=-1"], "seed must be an integer >= 0, got -1"),
+    (["client.device=gpu"], "client.device=gpu is not a device; allowed: auto | cpu | cuda"),
     (
         ["num_clients=150", "dataset.max_samples=200"],
         "partitioner=iid leaves client 10 with 1 sample.* each client needs at least 2",
@@ -97,6 +99,20 @@ def test_cli_prints_one_line_and_exits_2(tmp_path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_refused_where_it_would_run(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="client.device=cuda but CUDA is not available here"):
+        simulate([*TINY, "client.device=cuda"], tmp_path / "a")
+    with pytest.raises(ConfigError, match="server.device=cuda:1 but CUDA is not available"):
+        simulate([*TINY, "server.device=cuda:1"], tmp_path / "b")
+    # gRPC clients may have a GPU the server lacks: only the spelling is checked there.
+    from fedlearn.checks import check_experiment
+    from fedlearn.experiment import _plain, compose_config
+
+    grpc = [o for o in TINY if not o.startswith("runtime.")] + ["runtime=grpc"]
+    check_experiment(_plain(compose_config([*grpc, "client.device=cuda"])))
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,7 @@ def test_too_few_successes_stop_cleanly(tmp_path) -> None:
     result = _run(tmp_path, crash_most)  # FedAvg needs min_train_nodes=2
     assert result["status"] == "stopped"
     assert "1 of 4 clients succeeded" in result["error"]
+    assert "(first failure: RuntimeError: down)" in result["error"]
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["status"] == "stopped" and (tmp_path / "model.pt").exists()
     assert [m["round"] for m in records.read_metrics(tmp_path)] == [0]

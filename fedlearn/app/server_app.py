@@ -172,6 +172,8 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
                     f"round {rnd}: {train.succeeded} of {train.sampled} clients succeeded;"
                     f" the strategy needs at least {setup.min_train_replies}"
                 )
+                if train.first_error:
+                    error += f" (first failure: {train.first_error})"
                 log.error("stopping: %s", error)
                 break
             arrays = cast_like(new_arrays, setup.initial_arrays)  # the model's own dtypes

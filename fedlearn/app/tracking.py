@@ -62,6 +62,7 @@ class RoundStats:
     failed: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    first_error: str | None = None  # why the first failed client failed
 
 
 class TrackingGrid(Grid):
@@ -111,6 +112,8 @@ class TrackingGrid(Grid):
                     )
             screened.append(reply)
         stats.succeeded = sum(not r.has_error() for r in screened)
+        errors = [r.error.reason for r in screened if r.has_error()]
+        stats.first_error = errors[0] if errors else None
         stats.failed = stats.sampled - stats.succeeded
         wire = getattr(self.inner, "last_wire_bytes", None)
         if wire is not None:  # a transport that measures its own traffic reports that instead
