@@ -29,6 +29,7 @@ def round_progress(num_rounds: int, first: int = 1, enabled: bool = True):
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         console=console,
+        transient=True,  # the results table replaces it; an error line stands alone
     )
     task = progress.add_task("rounds", total=num_rounds, completed=first - 1, status="")
 
