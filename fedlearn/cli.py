@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,7 +97,9 @@ def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[]
 
     def wrapper() -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
-        signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: like Ctrl-C
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread:  # a scheduler's stop, like Ctrl-C (only the main thread may set it)
+            previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             check_choices(sys.argv[1:])
             if hydra_args:
@@ -111,6 +114,8 @@ def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[]
         except KeyboardInterrupt as stop:
             interrupted(stop)
         finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
             # The process ends here: spare the interpreter's last full collection over
             # every object torch made (about 0.6 s; simulations/bench/bench_simulate.py).
             gc.freeze()
