@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import importlib
 import logging
 import random
@@ -310,9 +309,6 @@ class GrpcClient:
 
     async def _worker(self, inbox: asyncio.Queue, outbox: asyncio.Queue, chunk: int) -> None:
         await asyncio.to_thread(self._warm_up)
-        # What is loaded now (torch, the app, its data) lives as long as the client: out
-        # of the garbage collector's reach, full collections stop walking it mid-round.
-        gc.freeze()
         outbox.put_nowait(pb.ClientFrame(ready=pb.Ready()))
         seq = 0
         while True:
