@@ -138,7 +138,9 @@ def train(msg: Message, context: Context) -> Message:
     settings = train_settings(config)
     # Strategies with client state (SCAFFOLD, FedDyn): hooks + extra reply records.
     side = client_strategies.setup(msg.content, context, model, settings, job.device)
-    cuda = [job.device] if job.device.type == "cuda" else []
+    cuda = []
+    if job.device.type == "cuda":
+        cuda = [job.device.index if job.device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         metrics = training.train(
