@@ -50,6 +50,7 @@ def test_failed_run_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     md = (sweep / "report.md").read_text()
     assert "1 completed, 1 not" in md
     assert "failed: ConfigError: num_clients must be" in md  # raised before the run started
+    assert "| - | FedAvg | 0/1 |" in md  # a group with no completed run is not ranked
 
 
 def test_option_errors_are_one_line() -> None:

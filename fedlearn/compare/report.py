@@ -215,7 +215,8 @@ def markdown(
             p = "" if g.p_value is None else f" (p={g.p_value:.3f})"
             mb = f"{human_bytes(g.sent_to_target)} / {human_bytes(g.received_to_target)}"
             lines.append(
-                f"| {i} | {g.name} | {len(g.ok)}/{len(g.runs)} | {pm(g.stats['final_acc'])} "
+                f"| {i if g.ok else '-'} | {g.name} | {len(g.ok)}/{len(g.runs)} "
+                f"| {pm(g.stats['final_acc'])} "
                 f"| {pm(g.stats['best_acc'])} | {pm(g.stats['final_loss'])} "
                 f"| {pm(g.stats['best_loss'])} | {target_cell(g)} | {mb} "
                 f"| {pm(g.stats['wall_seconds'], 1, ci=False)} | {g.verdict}{p} |"
@@ -269,7 +270,7 @@ def print_table(groups: list[Group], title: str) -> None:
         rank_in_block[g.block] = i = rank_in_block.get(g.block, 0) + 1
         p = "" if g.p_value is None or math.isnan(g.p_value) else f" p={g.p_value:.3f}"
         table.add_row(
-            str(i),
+            str(i) if g.ok else "-",  # groups without a completed run are not ranked
             g.name,
             g.block or "-",
             f"{len(g.ok)}/{len(g.runs)}",
