@@ -145,7 +145,8 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_the_run_resumes(sig, tmp_path) -> N
     result = json.loads((run_dir / records.RESULT).read_text())
     done = result["rounds_completed"]
     assert result["status"] == "interrupted" and done >= 3
-    assert records.load_checkpoint(run_dir)["round"] == done
+    # Stopped between a round's metrics line and its checkpoint, the resume redoes it.
+    assert records.load_checkpoint(run_dir)["round"] in (done - 1, done)
     resumed = simulate([f"resume={run_dir}", f"num_rounds={done + 1}"])
     assert resumed["status"] == "completed" and resumed["rounds_completed"] == done + 1
 
