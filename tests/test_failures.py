@@ -184,7 +184,7 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path) -> None:
         assert time.monotonic() < deadline and proc.poll() is None, "the run did not start"
         time.sleep(0.05)
     workers = _children(proc.pid)
-    assert len(workers) == 2
+    assert len(workers) >= 2  # the pool (and whatever else the parent started)
     proc.kill()  # SIGKILL: no clean-up in the parent
     proc.wait()
     deadline = time.monotonic() + 15
