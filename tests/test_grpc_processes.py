@@ -7,6 +7,7 @@ completes without it, it restarts and rejoins); the server killed and resumed.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -121,7 +122,10 @@ def test_client_killed_mid_round_completes_without_it_and_rejoins(tmp_path):
         stop(procs)
 
 
-def test_server_killed_and_resumed_completes_all_rounds(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM])
+def test_server_stopped_and_resumed_completes_all_rounds(stop_signal, tmp_path):
+    # SIGKILL: the clients' streams just break. SIGTERM: the server stops cleanly but
+    # does not tell its remote clients the run is over, so they wait for the restart.
     port, run_dir = free_port(), tmp_path / "run"
     args = [
         sys.executable,
@@ -153,8 +157,8 @@ def test_server_killed_and_resumed_completes_all_rounds(tmp_path):
     procs = [server, *clients]
     try:
         wait_for(lambda: len(records.read_metrics(run_dir)) >= 3, 90, "round 2")  # 0, 1, 2
-        server.kill()
-        server.wait(10)
+        server.send_signal(stop_signal)
+        server.wait(30)
         done = max(m["round"] for m in records.read_metrics(run_dir))
         assert done < 5, "the run ended before the server was killed"
         server = subprocess.Popen([*args, f"resume={run_dir}"], cwd=REPO)

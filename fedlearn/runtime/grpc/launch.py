@@ -213,8 +213,15 @@ def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
         )
         make_server_app(setup)(grid, context)
         reason = f"run {setup.result.get('status', 'over')}"
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM on a server of remote clients is most often a restart: they
+        # are not told the run is over, they retry (--reconnect-timeout) and rejoin the
+        # server resumed with resume=<run folder>. Local clients are ours to end.
+        reason = "" if not n_local else "run interrupted"
+        raise
     finally:
-        server.finish(reason)  # clients exit instead of retrying a server that is gone
+        if reason:
+            server.finish(reason)  # clients exit instead of retrying a server that is gone
         server.stop()
         _reap(procs)
         log.setLevel(level)
