@@ -32,6 +32,19 @@ def test_state_round_trips_for_its_run_and_node_only(tmp_path) -> None:
     assert path.exists()  # left for its own run
 
 
+def test_an_unchanged_state_is_not_written_again(tmp_path, monkeypatch) -> None:
+    path, writes = tmp_path / "node.state", []
+    write = client_state.atomic_write
+    monkeypatch.setattr(client_state, "atomic_write", lambda *a: (writes.append(a), write(*a)))
+    first = client_state.save(path, "run-a", "7", _state())
+    again = client_state.save(path, "run-a", "7", _state(), first)
+    assert again == first and len(writes) == 1
+    changed = _state()
+    changed["calls"] = MetricRecord({"n": 4})
+    client_state.save(path, "run-a", "7", changed, again)
+    assert len(writes) == 2 and client_state.load(path, "run-a", "7")["calls"]["n"] == 4
+
+
 def test_an_unreadable_state_file_is_set_aside(tmp_path) -> None:
     path = tmp_path / "node.state"
     path.write_bytes(b"garbage")

@@ -108,6 +108,7 @@ class GrpcClient:
         self.handled = 0  # messages answered, for tests and logs
         self.warm = False
         self._app_lock = threading.Lock()
+        self._saved = b""  # the state file's bytes as this client last wrote them
 
     def _channel(self) -> grpc.aio.Channel:
         GRPC_IN_USE.set()
@@ -252,7 +253,9 @@ class GrpcClient:
         assert self.context is not None
         key = self._state_key(self.context.run_config, self.context.node_id)
         if key is not None:
-            client_state.save(Path(self.s.state_file), *key, self.context.state)
+            self._saved = client_state.save(
+                Path(self.s.state_file), *key, self.context.state, self._saved
+            )
 
     async def _writer(self, call: Any, outbox: asyncio.Queue) -> None:
         while True:

@@ -46,10 +46,17 @@ def run_key(run_dir: Path) -> str:
     return key
 
 
-def save(path: Path, key: str, node: str, state: RecordDict) -> None:
-    """Write ``state`` for run ``key`` and node ``node`` to ``path``."""
+def save(path: Path, key: str, node: str, state: RecordDict, previous: bytes = b"") -> bytes:
+    """Write ``state`` for run ``key`` and node ``node`` to ``path``; return the bytes.
+
+    Nothing is written when they equal ``previous`` (what the last call returned): an
+    evaluate message, or a strategy without client state, costs no file write and sync.
+    """
     header = json.dumps({"run-key": key, "node": node}).encode() + b"\n"
-    atomic_write(Path(path), MAGIC + header + recorddict_to_proto(state).SerializeToString())
+    data = MAGIC + header + recorddict_to_proto(state).SerializeToString()
+    if data != previous:
+        atomic_write(Path(path), data)
+    return data
 
 
 def load(path: Path, key: str, node: str) -> RecordDict | None:
