@@ -7,6 +7,7 @@ leaves a truncated checkpoint or summary behind.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -111,11 +112,9 @@ def save_model(run_dir: Path, state_dict: dict[str, torch.Tensor]) -> None:
     """The final weights as a torch state dict (``torch.load`` reads it back)."""
     import torch  # here: the run folder's other files do not need it
 
-    path = Path(run_dir) / MODEL
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".model.")
-    os.close(fd)
-    torch.save(state_dict, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    atomic_write(Path(run_dir) / MODEL, buf.getvalue())
 
 
 def iter_run_dirs(root: Path) -> Iterator[Path]:

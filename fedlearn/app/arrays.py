@@ -96,7 +96,7 @@ def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def to_state_dict(record: ArrayRecord) -> dict[str, torch.Tensor]:
     """What ``record.to_torch_state_dict()`` gives, without its per-array ``np.load``."""
-    return {key: torch.from_numpy(np.array(view(array))) for key, array in record.items()}
+    return {key: torch.from_numpy(values) for key, values in to_numpy(record).items()}
 
 
 def cast_like(record: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:

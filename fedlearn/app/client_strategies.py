@@ -94,10 +94,6 @@ def _state(context: Context, key: str) -> ArrayRecord | None:
     return context.state[key] if key in context.state else None
 
 
-def _to_record(tensors: Tensors) -> ArrayRecord:
-    return arrays.to_record(tensors)
-
-
 def _scaffold(
     side: ClientSide,
     c_record: ArrayRecord,
@@ -133,8 +129,8 @@ def _scaffold(
             c_new = {k: c_i[k] - c[k] + scale * (x[k] - y[k]) for k in x}
         else:  # no local step: nothing learned about this client's drift
             c_new = c_i
-        context.state[SCAFFOLD_STATE] = _to_record(c_new)
-        return {DELTA_KEY: _to_record({k: c_new[k] - c_i[k] for k in x})}
+        context.state[SCAFFOLD_STATE] = arrays.to_record(c_new)
+        return {DELTA_KEY: arrays.to_record({k: c_new[k] - c_i[k] for k in x})}
 
     side.grad_hooks += (grad_hook,)
     side.finishers.append(finish)
@@ -154,7 +150,7 @@ def _feddyn(
 
     def finish(m: nn.Module, metrics: dict) -> dict[str, ArrayRecord]:
         y = _params(m, device)
-        context.state[FEDDYN_STATE] = _to_record({k: g[k] - alpha * (y[k] - x[k]) for k in x})
+        context.state[FEDDYN_STATE] = arrays.to_record({k: g[k] - alpha * (y[k] - x[k]) for k in x})
         return {}
 
     side.loss_hooks += (loss_hook,)
