@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,24 +118,26 @@ def test_too_few_successes_stop_cleanly(tmp_path) -> None:
     assert [m["round"] for m in records.read_metrics(tmp_path)] == [0]
 
 
+def _long_run(run_dir: Path, lines: int, **popen: Any) -> subprocess.Popen:
+    """``fedlearn-simulate`` (2 workers, endless rounds) in its own process group, once
+    its metrics.jsonl has more than ``lines`` lines."""
+    args = [*TINY, "num_rounds=10000", "runtime.workers=2", f"hydra.run.dir={run_dir}"]
+    code = "from fedlearn.cli import simulate; simulate()"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True, **popen)
+    metrics = run_dir / records.METRICS
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > lines):
+        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start"
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_stops_cleanly_and_the_run_resumes(sig, tmp_path) -> None:
     # Ctrl-C reaches the whole process group (workers too); a scheduler sends SIGTERM.
     run_dir = tmp_path / "run"
-    args = [*TINY, "num_rounds=10000", "runtime.workers=2", f"hydra.run.dir={run_dir}"]
-    code = "from fedlearn.cli import simulate; simulate()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    metrics = run_dir / records.METRICS
-    deadline = time.monotonic() + 60
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
-        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start"
-        time.sleep(0.05)
+    proc = _long_run(run_dir, 3, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -174,15 +177,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads /proc")
 def test_workers_do_not_outlive_a_killed_parent(tmp_path) -> None:
-    run_dir = tmp_path / "run"
-    args = [*TINY, "num_rounds=10000", "runtime.workers=2", f"hydra.run.dir={run_dir}"]
-    code = "from fedlearn.cli import simulate; simulate()"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True)
-    metrics = run_dir / records.METRICS
-    deadline = time.monotonic() + 60
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 2):
-        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start"
-        time.sleep(0.05)
+    proc = _long_run(tmp_path / "run", 2)
     workers = _children(proc.pid)
     assert len(workers) >= 2  # the pool (and whatever else the parent started)
     proc.kill()  # SIGKILL: no clean-up in the parent
