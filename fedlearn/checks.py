@@ -42,15 +42,20 @@ def _positive_int(cfg: dict[str, Any], path: str) -> int:
 def _check_device(key: str, device: Any, on_this_machine: bool) -> None:
     import torch  # here: the checks above run before torch is needed
 
+    from fedlearn.training import resolve_device  # the one place that knows what is here
+
     allowed = "auto | cpu | cuda | cuda:N | mps"
-    if device == "auto":
-        return
     try:
-        kind = torch.device(str(device)).type
+        if on_this_machine:
+            resolve_device(str(device))
+        elif device != "auto":
+            torch.device(str(device))
     except RuntimeError:
         raise ConfigError(f"{key}={device} is not a device; allowed: {allowed}") from None
-    if kind == "cuda" and on_this_machine and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={device} but CUDA is not available here; use auto or cpu")
+    except ValueError:  # resolve_device: CUDA named, none here
+        raise ConfigError(
+            f"{key}={device} but CUDA is not available here; use auto or cpu"
+        ) from None
 
 
 def num_sampled(strategy: dict[str, Any], num_clients: int, key: str = "train") -> int:
