@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+
+# ``fedlearn-simulate`` as a subprocess of this interpreter (no console script needed).
+SIMULATE = [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()"]
 
 # 400 digits, 4 clients, 2 rounds, 3 local steps: each run takes about a second.
 TINY = [

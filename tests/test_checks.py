@@ -10,7 +10,7 @@ import pytest
 
 from fedlearn.checks import ConfigError
 from fedlearn.experiment import simulate
-from tests.conftest import TINY
+from tests.conftest import SIMULATE, TINY
 
 CASES = [
     (["strategy=fedfoo"], "unknown strategy 'fedfoo'; choose from: bulyan"),
@@ -80,9 +80,7 @@ def test_config_error_is_a_value_error() -> None:
 def test_cli_prints_one_line_and_exits_2(tmp_path) -> None:
     proc = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            "from fedlearn.cli import simulate; simulate()",
+            *SIMULATE,
             "num_clients=0",
             f"hydra.run.dir={tmp_path}",
         ],
@@ -93,7 +91,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == "fedlearn: error: num_clients must be an integer >= 1, got 0"
     proc = subprocess.run(
-        [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()", "strategy=nope"],
+        [*SIMULATE, "strategy=nope"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -145,7 +143,7 @@ def test_a_setting_that_does_not_compose_is_one_line(argv, expected, monkeypatch
 @pytest.mark.slow
 def test_cli_unknown_setting_exits_2_in_one_line(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "from fedlearn.cli import simulate; simulate()", "foo=1"],
+        [*SIMULATE, "foo=1"],
         capture_output=True,
         text=True,
         timeout=120,

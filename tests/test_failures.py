@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import run_rounds
 from fedlearn.experiment import build_setup, compose_config, node_configs, simulate
 from fedlearn.runtime.inprocess import InProcessGrid
-from tests.conftest import TINY
+from tests.conftest import SIMULATE, TINY
 
 
 def _app(misbehave) -> ClientApp:
@@ -122,8 +121,7 @@ def _long_run(run_dir: Path, lines: int, **popen: Any) -> subprocess.Popen:
     """``fedlearn-simulate`` (2 workers, endless rounds) in its own process group, once
     its metrics.jsonl has more than ``lines`` lines."""
     args = [*TINY, "num_rounds=10000", "runtime.workers=2", f"hydra.run.dir={run_dir}"]
-    code = "from fedlearn.cli import simulate; simulate()"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True, **popen)
+    proc = subprocess.Popen([*SIMULATE, *args], start_new_session=True, **popen)
     metrics = run_dir / records.METRICS
     deadline = time.monotonic() + 60
     while not (metrics.exists() and len(metrics.read_text().splitlines()) > lines):

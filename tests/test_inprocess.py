@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedlearn.runtime.inprocess import CLIENT_EXCEPTION, FIRST_NODE_ID, InProcessGrid
+from tests.conftest import SIMULATE
 
 
 def _counting_app() -> ClientApp:
@@ -62,9 +62,7 @@ def test_workers_must_be_positive() -> None:
 def test_cli_multirun_gives_one_folder_per_combination(tmp_path) -> None:
     proc = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            "from fedlearn.cli import simulate; simulate()",
+            *SIMULATE,
             "-m",
             "strategy=fedavg,fedadam",
             "seed=0,1",
