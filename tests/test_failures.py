@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from omegaconf import OmegaConf
 
@@ -99,6 +99,22 @@ def test_nan_update_is_rejected_and_counted(tmp_path) -> None:
     result = _run(tmp_path, nan_from_partition_2)
     assert result["status"] == "completed"
     assert np.isfinite(result["final"]["loss"])
+    assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
+
+
+def garbled_from_partition_2(partition: int, reply: Message) -> Message:
+    if partition != 2:
+        return reply
+    first = next(iter(reply.content["arrays"]))
+    good = reply.content["arrays"][first]
+    reply.content["arrays"][first] = Array(good.dtype, good.shape, good.stype, b"not npy bytes")
+    return reply
+
+
+def test_unreadable_update_is_rejected_not_fatal(tmp_path) -> None:
+    # A payload np.load cannot read used to fail the whole run at the NaN screen.
+    result = _run(tmp_path, garbled_from_partition_2)
+    assert result["status"] == "completed"
     assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
@@ -145,6 +145,10 @@ def test_nonfinite_arrays_and_config_values():
     bad = np.ones(4, dtype=np.float32)
     bad[2] = np.inf
     assert len(nonfinite_arrays(_message(bad))) == 1
+    garbled = _message(np.ones(4, dtype=np.float32))
+    array = garbled.content["arrays"]["0"]
+    garbled.content["arrays"]["0"] = Array(array.dtype, array.shape, array.stype, b"junk")
+    assert nonfinite_arrays(garbled) == ["arrays.0"]  # refused, not raised
     config = {"a": 1, "b": 0.5, "c": "x", "d": True}
     assert config_from_proto(config_to_proto(config)) == config
     with pytest.raises(ValueError, match="not a scalar"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,7 @@ from flwr.app import Error, Message, RecordDict
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 
-from fedlearn.app.arrays import view
+from fedlearn.app.arrays import NUMPY, view
 
 log = logging.getLogger("fedlearn")
 
@@ -37,14 +37,28 @@ def payload_bytes(content: RecordDict) -> int:
     return total
 
 
-def non_finite_key(content: RecordDict) -> str | None:
-    """The first array key holding NaN or Inf, or None when all are finite."""
+def non_finite_arrays(content: RecordDict) -> Iterator[tuple[str, str]]:
+    """(record, array) names of the arrays an update must not carry: floating-point
+    ones holding NaN or Inf, and ``.npy`` payloads that cannot be read at all (a
+    malformed update is refused like a NaN one, instead of failing the round).
+    Integer arrays cannot hold NaN and other serializations cannot be read cheaply:
+    both are passed over. The one screen of every runtime and of the gRPC transport."""
     for name, record in content.array_records.items():
         for key, arr in record.items():
-            if "float" not in arr.dtype and "complex" not in arr.dtype:
-                continue  # integer arrays cannot hold NaN: no need to read them
-            if not np.isfinite(view(arr)).all():
-                return f"{name}/{key}"
+            if arr.stype != NUMPY or ("float" not in arr.dtype and "complex" not in arr.dtype):
+                continue
+            try:
+                finite = bool(np.isfinite(view(arr)).all())
+            except (ValueError, TypeError):  # np.load's verdict on a malformed payload
+                finite = False
+            if not finite:
+                yield name, key
+
+
+def non_finite_key(content: RecordDict) -> str | None:
+    """The first array key holding NaN or Inf, or None when all are finite."""
+    for name, key in non_finite_arrays(content):
+        return f"{name}/{key}"
     for record in content.metric_records.values():
         for key, value in record.items():
             vals = value if isinstance(value, list) else [value]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common.serde import (
     error_to_proto,
@@ -25,7 +24,7 @@ from flwr.common.serde import (
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
 from flwr.proto.recorddict_pb2 import Array as ProtoArray  # pylint: disable=E0611
 
-from fedlearn.app.arrays import view
+from fedlearn.app.tracking import non_finite_arrays
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc.decode import decode_message
 
@@ -198,20 +197,7 @@ def config_from_proto(values: Any) -> dict[str, Scalar]:
 
 
 def nonfinite_arrays(message: Message) -> list[str]:
-    """Names (``record.array``) of floating-point arrays holding NaN or Inf."""
+    """Names (``record.array``) of the arrays the server refuses: NaN, Inf, unreadable."""
     if not message.has_content():
         return []
-    bad = []
-    for rname, record in message.content.items():
-        if not isinstance(record, ArrayRecord):
-            continue
-        for aname, array in record.items():
-            if "float" not in array.dtype and "complex" not in array.dtype:
-                continue
-            try:
-                values = view(array)
-            except Exception:  # a non-numpy stype: nothing we can check cheaply
-                continue
-            if not np.isfinite(values).all():
-                bad.append(f"{rname}.{aname}")
-    return bad
+    return [f"{name}.{key}" for name, key in non_finite_arrays(message.content)]
