@@ -39,6 +39,7 @@ def test_tls_with_tokens_trains_and_refuses_unknown_clients(tmp_path):
             assert err.code() == grpc.StatusCode.UNAUTHENTICATED
         wrong = tmp_path / "wrong.token"
         wrong.write_text("x" * 32)
+        wrong.chmod(0o600)
         bad = ThreadClient(
             port, "mallory", insecure=False, tls_ca=str(pki.ca), token_file=str(wrong)
         )

@@ -169,6 +169,7 @@ def test_settings_refuse_unsafe_or_unknown(tmp_path):
 def test_tokens_file_and_identities(tmp_path):
     path = tmp_path / "tokens.txt"
     path.write_text("# clients\nalice aaaaaaaaaaaaaaaaaaaa\nbob bbbbbbbbbbbbbbbbbbbbbbbb\n")
+    path.chmod(0o600)  # a tokens file others may read is refused
     tokens = security.load_tokens(path)
     md = (("authorization", "Bearer bbbbbbbbbbbbbbbbbbbbbbbb"),)
     assert security.identity_from_token(md, tokens) == "bob"

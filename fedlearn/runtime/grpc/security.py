@@ -7,6 +7,8 @@
   reads its token from a file (never the command line) and sends it as
   ``authorization: Bearer <token>`` call metadata. The token's name is the
   client's identity.
+- Key and token files that other users may read are refused
+  (:func:`.secret_files.check_private`).
 - A client's node id is derived from its identity, so a client that
   reconnects, or reconnects to a restarted server, keeps its node id.
 """
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import grpc
 
+from fedlearn.runtime.grpc.secret_files import check_private
+
 AUTH_HEADER = "authorization"
 
 
@@ -31,6 +35,14 @@ def read_file(path: str | os.PathLike, setting: str) -> bytes:
     return p.read_bytes()
 
 
+def read_secret(path: str | os.PathLike, setting: str) -> bytes:
+    """Read a key or token file; missing, or open to other users: a one-line error."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        check_private(p, setting)
+    return read_file(path, setting)
+
+
 def load_tokens(path: str | os.PathLike, setting: str = "runtime.auth_tokens") -> dict[str, str]:
     """Read a tokens file into ``{sha256(token): client-name}``.
 
@@ -40,7 +52,7 @@ def load_tokens(path: str | os.PathLike, setting: str = "runtime.auth_tokens") -
     """
     out: dict[str, str] = {}
     names: set[str] = set()
-    for num, line in enumerate(read_file(path, setting).decode().splitlines(), 1):
+    for num, line in enumerate(read_secret(path, setting).decode().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -63,7 +75,7 @@ def load_tokens(path: str | os.PathLike, setting: str = "runtime.auth_tokens") -
 
 def read_token(path: str | os.PathLike, setting: str = "--token-file") -> str:
     """A client's token: the file's first non-empty line."""
-    for line in read_file(path, setting).decode().splitlines():
+    for line in read_secret(path, setting).decode().splitlines():
         if line.strip():
             return line.strip()
     raise ValueError(f"{setting}={path}: the file is empty")
@@ -102,7 +114,7 @@ def server_credentials(
     """TLS credentials of the server; with ``require_client_cert``, mutual TLS."""
     if require_client_cert and not ca:
         raise ValueError("runtime.require_client_cert=true needs runtime.tls.ca (the clients' CA)")
-    pair = (read_file(key, "runtime.tls.key"), read_file(cert, "runtime.tls.cert"))
+    pair = (read_secret(key, "runtime.tls.key"), read_file(cert, "runtime.tls.cert"))
     root = read_file(ca, "runtime.tls.ca") if ca else None
     return grpc.ssl_server_credentials(
         [pair], root_certificates=root, require_client_auth=require_client_cert
@@ -117,6 +129,6 @@ def channel_credentials(
         raise ValueError("--tls-cert and --tls-key go together (mutual TLS)")
     return grpc.ssl_channel_credentials(
         root_certificates=read_file(ca, "--tls-ca") if ca else None,
-        private_key=read_file(key, "--tls-key") if key else None,
+        private_key=read_secret(key, "--tls-key") if key else None,
         certificate_chain=read_file(cert, "--tls-cert") if cert else None,
     )
