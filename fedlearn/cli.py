@@ -161,6 +161,13 @@ def launch() -> None:
     guarded(launch_main)()
 
 
+def provision() -> None:
+    """fedlearn-provision: start-up kits (certificates, keys, tokens, commands) per machine."""
+    from fedlearn.runtime.grpc.provision import main
+
+    guarded(main)()
+
+
 def compare() -> None:
     """fedlearn-compare: sweep strategies x seeds and report, or rebuild a report."""
     from fedlearn.compare import main

@@ -8,6 +8,8 @@
 - :mod:`.grid`: ``GrpcGrid``, Flower's Grid over the connected clients.
 - :mod:`.server`: the asyncio gRPC server (authentication, heartbeats, limits).
 - :mod:`.client`: the client process running any Flower ClientApp.
-- :mod:`.security`, :mod:`.certs`: TLS, tokens, node identities, trial certificates.
+- :mod:`.security`, :mod:`.certs`: TLS, tokens, node identities, certificates;
+  :mod:`.secret_files`: keys and tokens on disk (0600, refused when exposed).
+- :mod:`.provision`, :mod:`.kits`: ``fedlearn-provision``, one start-up kit per machine.
 - :mod:`.launch`, :mod:`.cli`: ``fedlearn-server``, ``fedlearn-client``, ``fedlearn-launch``.
 """

@@ -3,8 +3,10 @@
 :func:`make_pki` writes what ``fedlearn-launch`` needs for a trial on this
 machine into the run folder's ``certs/``: a CA, a server certificate for
 ``localhost``/``127.0.0.1``, one certificate per client (mutual TLS) and a tokens
-file; the CA's key is never written. Keys are EC P-256; keys and tokens are
-created 0600 in 0700 folders (:mod:`.secret_files`).
+file; the CA's key is never written. ``fedlearn-provision``
+(:mod:`.provision`) builds deployment kits from the same pieces. Keys are EC
+P-256; keys and tokens are created 0600 in 0700 folders
+(:mod:`.secret_files`).
 """
 
 from __future__ import annotations
@@ -139,6 +141,22 @@ def issue(
         sans = x509.SubjectAlternativeName([general_name(h) for h in hosts])
         builder = builder.add_extension(sans, critical=False)
     return key, builder.sign(ca.key, hashes.SHA256())
+
+
+def load_ca(cert_path: Path, key_path: Path) -> Authority:
+    """A CA written by :func:`write_pair` (``fedlearn-provision --add``)."""
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_path}: not an EC private key")
+    return Authority(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+
+
+def write_pair(
+    key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, cert_path: Path, key_path: Path
+) -> None:
+    """Write a certificate (0644) and its key (0600 from the first byte); neither may exist."""
+    write_private(cert_path, cert_pem(cert), mode=PUBLIC_MODE)
+    write_private(key_path, key_pem(key))
 
 
 def new_token() -> str:

@@ -3,10 +3,11 @@
 - The server has a certificate and key (PEM files); with
   ``require_client_cert`` it also checks client certificates against a CA
   (mutual TLS) and the certificate's common name is the client's identity.
-- Tokens: the server reads a file of ``<client-name> <token>`` lines; a client
-  reads its token from a file (never the command line) and sends it as
-  ``authorization: Bearer <token>`` call metadata. The token's name is the
-  client's identity.
+- Tokens: the server reads a file of ``<client-name> <token>`` lines
+  (:class:`TokenFile`: read again when it changes, so removing a line revokes
+  that client without a restart); a client reads its token from a file (never
+  the command line) and sends it as ``authorization: Bearer <token>`` call
+  metadata. The token's name is the client's identity.
 - Key and token files that other users may read are refused
   (:func:`.secret_files.check_private`).
 - A client's node id is derived from its identity, so a client that
@@ -23,6 +24,7 @@ from pathlib import Path
 import grpc
 
 from fedlearn.runtime.grpc.secret_files import check_private
+from fedlearn.runtime.grpc.settings import log
 
 AUTH_HEADER = "authorization"
 
@@ -73,6 +75,64 @@ def load_tokens(path: str | os.PathLike, setting: str = "runtime.auth_tokens") -
     return out
 
 
+class TokenFile:
+    """The server's tokens file, read again when it changes (no restart, no signal).
+
+    :meth:`current` is called for every new connection and costs one ``stat``:
+    when the file's inode, size, times or mode differ from the last read it is
+    loaded again, so an edit (a line removed: that client is revoked) holds from
+    the next connection on. A changed file that cannot be used (gone, malformed,
+    empty, too open) is reported in one warning and the tokens read before stay
+    in force, as a server keeps its old configuration when a reload fails.
+
+    Parameters
+    ----------
+    path : path-like
+        ``<client-name> <token>`` lines (see :func:`load_tokens`).
+    setting : str
+        The setting that names it, for messages.
+    """
+
+    def __init__(self, path: str | os.PathLike, setting: str = "runtime.auth_tokens") -> None:
+        self.path = Path(path).expanduser()
+        self.setting = setting
+        self._stamp = self._stat()  # before reading: a write during the read shows next time
+        self.tokens = load_tokens(path, setting)
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode
+
+    def current(self) -> dict[str, str]:
+        """``{sha256(token): client-name}`` as the file holds it now."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return self.tokens
+        self._stamp = stamp
+        try:
+            tokens = load_tokens(self.path, self.setting)
+        except (OSError, ValueError) as err:
+            log.warning("%s; the %d client tokens read before stay in force", err, len(self.tokens))
+            return self.tokens
+        old = set(self.tokens.values())
+        new = set(tokens.values())
+        changed = {n for d, n in tokens.items() if d not in self.tokens} & old
+        log.warning(
+            "%s=%s reloaded: %d clients (added: %s; removed: %s; new token: %s)",
+            self.setting,
+            self.path,
+            len(new),
+            ", ".join(sorted(new - old)) or "none",
+            ", ".join(sorted(old - new)) or "none",
+            ", ".join(sorted(changed)) or "none",
+        )
+        self.tokens = tokens
+        return tokens
+
+
 def read_token(path: str | os.PathLike, setting: str = "--token-file") -> str:
     """A client's token: the file's first non-empty line."""
     for line in read_secret(path, setting).decode().splitlines():
@@ -85,14 +145,21 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def identity_from_token(metadata: tuple, tokens: dict[str, str]) -> str | None:
-    """The client name whose token the call metadata carries, or None."""
+def bearer_digest(metadata: tuple) -> str | None:
+    """sha256 of the bearer token in a call's metadata, or None."""
     for key, value in metadata or ():
         if key == AUTH_HEADER and isinstance(value, str) and value.startswith("Bearer "):
-            digest = _digest(value[len("Bearer ") :].strip())
-            for known, name in tokens.items():  # constant-time per comparison
-                if hmac.compare_digest(known, digest):
-                    return name
+            return _digest(value[len("Bearer ") :].strip())
+    return None
+
+
+def identity_from_token(metadata: tuple, tokens: dict[str, str]) -> str | None:
+    """The client name whose token the call metadata carries, or None."""
+    digest = bearer_digest(metadata)
+    if digest is not None:
+        for known, name in tokens.items():  # constant-time per comparison
+            if hmac.compare_digest(known, digest):
+                return name
     return None
 
 

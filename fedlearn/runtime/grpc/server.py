@@ -36,6 +36,7 @@ from fedlearn.runtime.grpc.serde import (
 from fedlearn.runtime.grpc.settings import GRPC_IN_USE, PROTOCOL_VERSION, DeploySettings, log
 
 HELLO_TIMEOUT = 30.0
+TOKENS_CHECK = 1.0  # seconds between looks at the tokens file for revoked open streams
 INLINE_BYTES = 1 << 20  # replies larger than this are parsed off the event loop
 
 
@@ -51,12 +52,15 @@ class FleetServicer(pb_grpc.FleetServicer):
     def __init__(self, grid: GrpcGrid, settings: DeploySettings) -> None:
         self.grid = grid
         self.s = settings
-        self.tokens = security.load_tokens(settings.auth_tokens) if settings.auth_tokens else None
+        self.tokens = security.TokenFile(settings.auth_tokens) if settings.auth_tokens else None
+        self.sessions: dict[Session, str | None] = {}  # open streams -> their token's digest
 
     def _identity(self, context: grpc.aio.ServicerContext, hello: pb.Hello) -> str:
         name = None
         if self.tokens is not None:
-            name = security.identity_from_token(context.invocation_metadata(), self.tokens)
+            name = security.identity_from_token(
+                context.invocation_metadata(), self.tokens.current()
+            )
             if name is None:
                 raise _Abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown client token")
         if self.s.require_client_cert:
@@ -105,6 +109,7 @@ class FleetServicer(pb_grpc.FleetServicer):
             session = Session(
                 security.node_id_for(identity), identity, node_config, asyncio.Queue(), loop
             )
+            self.sessions[session] = security.bearer_digest(context.invocation_metadata())
             yield pb.ServerFrame(welcome=self._welcome(session))
             log.info("node %d (%s) connected from %s", session.node_id, identity, context.peer())
             reader = asyncio.create_task(self._read(session, request_iterator))
@@ -123,7 +128,21 @@ class FleetServicer(pb_grpc.FleetServicer):
             raise
         finally:
             if session is not None:
+                self.sessions.pop(session, None)
                 self.grid.unregister(session, reason)
+
+    async def watch_tokens(self) -> None:
+        """End the open streams whose token left the tokens file (a line removed or given
+        a new token)."""
+        while True:
+            await asyncio.sleep(TOKENS_CHECK)
+            valid = self.tokens.current()
+            for session in [s for s, d in self.sessions.items() if d not in valid]:
+                del self.sessions[session]
+                log.warning("node %d (%s): token revoked", session.node_id, session.identity)
+                session.outq.put_nowait(
+                    ("abort", grpc.StatusCode.UNAUTHENTICATED, "client token revoked")
+                )
 
     def _welcome(self, session: Session) -> pb.Welcome:
         return pb.Welcome(
@@ -226,6 +245,7 @@ class GrpcServer:
             target=self._loop.run_forever, daemon=True, name="fedlearn-grpc"
         )
         self._server: grpc.aio.Server | None = None
+        self._watch: asyncio.Task | None = None
 
     def start(self) -> int:
         """Start serving; return the bound port."""
@@ -247,7 +267,10 @@ class GrpcServer:
             ("grpc.keepalive_permit_without_calls", 1),
         ]
         self._server = grpc.aio.server(options=options)
-        add_servicer(FleetServicer(self.grid, s), self._server)
+        servicer = FleetServicer(self.grid, s)
+        add_servicer(servicer, self._server)
+        if servicer.tokens is not None:
+            self._watch = asyncio.get_running_loop().create_task(servicer.watch_tokens())
         if s.insecure:
             log.warning(
                 "runtime.insecure=true: plaintext gRPC on %s; anyone on the network can"
@@ -276,6 +299,8 @@ class GrpcServer:
         """Stop the server and its event loop."""
         if not self._thread.is_alive():  # never started
             return
+        if self._watch is not None:
+            self._loop.call_soon_threadsafe(self._watch.cancel)
         if self._server is not None:
             asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
