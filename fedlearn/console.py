@@ -34,10 +34,11 @@ def round_progress(num_rounds: int, first: int = 1, enabled: bool = True):
     task = progress.add_task("rounds", total=num_rounds, completed=first - 1, status="")
 
     def on_round(line: dict[str, Any]) -> None:
-        central = line.get("central") or {}
+        val, test = line.get("validation") or {}, line.get("test") or {}
         status = (
             f"loss {_fmt(line.get('train', {}).get('train_loss'))}"
-            f"  acc {_fmt(central.get('accuracy'))}  {line['succeeded']}/{line['sampled']} ok"
+            f"  val acc {_fmt(val.get('accuracy'))}  test acc {_fmt(test.get('accuracy'))}"
+            f"  {line['succeeded']}/{line['sampled']} ok"
         )
         progress.update(task, completed=line["round"], status=status)
 
@@ -46,27 +47,29 @@ def round_progress(num_rounds: int, first: int = 1, enabled: bool = True):
 
 
 def results_table(lines: list[dict[str, Any]], title: str) -> Table:
-    """Round, train loss, federated evaluation accuracy, centralized test accuracy."""
+    """Round, train loss, federated evaluation accuracy, central validation and test."""
     table = Table(title=title)
     for col in (
         "round",
         "clients ok",
         "train loss",
         "fed. eval acc",
-        "central loss",
-        "central acc",
+        "val acc",
+        "test loss",
+        "test acc",
     ):
         table.add_column(col, justify="right")
     for m in lines:
         if m.get("round", 0) == 0:
             continue
-        central = m.get("central") or {}
+        val, test = m.get("validation") or {}, m.get("test") or {}
         table.add_row(
             str(m["round"]),
             f"{m.get('succeeded', 0)}/{m.get('sampled', 0)}",
             _fmt(m.get("train", {}).get("train_loss")),
             _fmt(m.get("evaluate", {}).get("eval_acc")),
-            _fmt(central.get("loss")),
-            _fmt(central.get("accuracy")),
+            _fmt(val.get("accuracy")),
+            _fmt(test.get("loss")),
+            _fmt(test.get("accuracy")),
         )
     return table

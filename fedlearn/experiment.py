@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import copy
 import gc
 import logging
 import os
@@ -17,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, RecordDict
+from flwr.app import Context, RecordDict
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fedlearn import checks, console, records, training
+from fedlearn import checks, console, records
 from fedlearn.app import client_app as client_module
-from fedlearn.app.arrays import to_record, to_state_dict
+from fedlearn.app.arrays import to_record
 from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import ServerSetup, make_server_app
 from fedlearn.data import load_dataset
@@ -84,18 +83,11 @@ def build_strategy(cfg: dict[str, Any]) -> Any:
 
 
 def _central_eval(cfg: dict[str, Any], model: torch.nn.Module) -> Any:
-    data = load_dataset(cfg["dataset"])
-    cap = cfg["server"].get("central_eval_samples")
-    x, y = (data.test_x[:cap], data.test_y[:cap]) if cap else (data.test_x, data.test_y)
-    device = training.resolve_device(str(cfg["server"].get("device", "auto")))
-    model = copy.deepcopy(model)
+    from fedlearn.app.central import central_evaluation
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> dict[str, float]:  # noqa: ARG001
-        model.load_state_dict(to_state_dict(arrays))
-        res = training.evaluate(model, x, y, device)
-        return {"loss": res["loss"], "accuracy": res["accuracy"]}
-
-    return evaluate_fn
+    server = cfg["server"]
+    device, cap = str(server.get("device", "auto")), server.get("central_eval_samples")
+    return central_evaluation(cfg["dataset"], model, device, cap)
 
 
 def train_config(cfg: dict[str, Any]) -> dict[str, Any]:

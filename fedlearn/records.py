@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     import torch
 
 METRICS = "metrics.jsonl"
+# Central evaluation entries of a metrics line; older run folders have one "central"
+# entry, which is the test set.
+EVAL_SETS = ("validation", "test")
+LEGACY_TEST = "central"
 RESULT = "result.json"
 CONFIG = "config.yaml"
 MODEL = "model.pt"
@@ -120,3 +124,8 @@ def save_model(run_dir: Path, state_dict: dict[str, torch.Tensor]) -> None:
 def iter_run_dirs(root: Path) -> Iterator[Path]:
     """Run folders (those holding a config.yaml) under ``root``, sorted."""
     yield from sorted(p.parent for p in Path(root).rglob(CONFIG) if ".hydra" not in p.parts)
+
+
+def test_entry(line: dict[str, Any]) -> dict[str, Any]:
+    """A metrics line's central test-set entry (``central`` in older run folders)."""
+    return line.get("test") or line.get(LEGACY_TEST) or {}

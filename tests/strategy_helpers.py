@@ -103,8 +103,8 @@ def assert_learns(result: dict, lines: list) -> None:
     assert all(m["sampled"] == 3 for m in lines if m["round"] > 0)
     steps = [m["train"]["num-steps"] for m in lines if m["round"] > 0]
     assert any(s != round(s) for s in steps)  # a weighted mean of unequal step counts
-    best = max(m["central"]["accuracy"] for m in lines)
-    assert best > lines[0]["central"]["accuracy"] + 0.3
+    best = max(m["test"]["accuracy"] for m in lines)
+    assert best > lines[0]["test"]["accuracy"] + 0.3
 
 
 def assert_grpc_matches_inprocess(strategy: str, tmp: object) -> None:
@@ -131,7 +131,8 @@ def assert_grpc_matches_inprocess(strategy: str, tmp: object) -> None:
     local = simulate([*base, "runtime.workers=1"], run_dir=tmp / "inprocess")
     assert grpc["status"] == "completed", grpc["error"]
     central = [
-        [m.get("central") for m in records.read_metrics(tmp / d)] for d in ("grpc", "inprocess")
+        [(m.get("validation"), m.get("test")) for m in records.read_metrics(tmp / d)]
+        for d in ("grpc", "inprocess")
     ]
     assert central[0] == central[1]
     assert grpc["final"] == local["final"]

@@ -41,11 +41,16 @@ CASES = [
     (["seed=-1"], "seed must be an integer >= 0, got -1"),
     (["client.device=gpu"], "client.device=gpu is not a device; allowed: auto | cpu | cuda"),
     (
-        ["num_clients=150", "dataset.max_samples=200"],
+        ["num_clients=150", "dataset.max_samples=200", "dataset.val_fraction=0"],
         "partitioner=iid leaves client 10 with 1 sample.* each client needs at least 2",
     ),
     (
-        ["partitioner=pathological", "num_clients=150", "dataset.max_samples=200"],
+        [
+            "partitioner=pathological",
+            "num_clients=150",
+            "dataset.max_samples=200",
+            "dataset.val_fraction=0",
+        ],
         "partitioner=pathological with num_clients=150: Label: 0 is needed",
     ),
     (

@@ -56,8 +56,13 @@ def write_run(
     sent: int = 100,
     received: int = 50,
     rounds: int | None = None,
+    val: list[float] | None = None,
+    legacy: bool = False,
 ) -> Path:
-    """A run folder as the contract describes: round 0 then one line per round."""
+    """A run folder as the contract describes: round 0 then one line per round.
+
+    ``val``: validation accuracies (default: the test ones); ``legacy``: the format
+    before the validation set, one ``central`` entry holding the test set."""
     folder.mkdir(parents=True)
     config = {
         "seed": seed,
@@ -66,7 +71,15 @@ def write_run(
         "strategy": {"_target_": f"flwr.serverapp.strategy.{strategy}", **(extra or {})},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    lines = [{"round": 0, "central": {"loss": 1 - accs[0], "accuracy": accs[0]}}]
+    val = accs if val is None else val
+
+    def central(r: int) -> dict:
+        test = {"loss": 1 - accs[r], "accuracy": accs[r]}
+        if legacy:
+            return {"central": test}
+        return {"validation": {"loss": 1 - val[r], "accuracy": val[r]}, "test": test}
+
+    lines = [{"round": 0, **central(0)}]
     for r, a in enumerate(accs[1:], 1):
         lines.append(
             {
@@ -77,7 +90,7 @@ def write_run(
                 "failed": 0,
                 "train": {"train_loss": 1.0},
                 "evaluate": {"eval_loss": 1, "eval_acc": a},
-                "central": {"loss": 1 - a, "accuracy": a},
+                **central(r),
                 "bytes_sent": sent,
                 "bytes_received": received,
             }
@@ -87,7 +100,7 @@ def write_run(
         "status": status,
         "rounds_completed": len(accs) - 1,
         "num_rounds": len(accs) - 1,
-        "final": lines[-1]["central"],
+        "final": {k: lines[-1][k] for k in ("validation", "test", "central") if k in lines[-1]},
         "best": {},
         "wall_seconds": wall,
         "strategy": strategy,
@@ -233,3 +246,15 @@ def test_empty_folder_says_so_in_one_line(tmp_path: Path, capsys: pytest.Capture
     assert out.strip() == f"fedlearn-compare: no runs in {tmp_path}"
     with pytest.raises(ValueError, match="no such folder"):
         build_report(tmp_path / "missing")
+
+
+def test_best_round_is_chosen_on_validation_and_old_folders_still_read(tmp_path: Path) -> None:
+    # Test accuracy peaks at round 1, validation at round 2: "best" is round 2's test value.
+    write_run(tmp_path / "new", "FedAvg", 0, [0.1, 0.9, 0.5], val=[0.1, 0.2, 0.6])
+    write_run(tmp_path / "old", "FedAvg", 1, [0.1, 0.7, 0.4], legacy=True)  # "central" only
+    (group,) = build_report(tmp_path, show=False)
+    new, old = group.figures
+    assert new.values["best_acc"] == 0.5 and new.values["final_acc"] == 0.5
+    assert old.values["final_acc"] == 0.4 and old.accuracy == [0.1, 0.7, 0.4]
+    assert old.values["best_acc"] is None  # no validation set: no best round to choose
+    assert "central test set" in (tmp_path / "report.md").read_text()

@@ -35,7 +35,7 @@ def test_two_rounds_per_strategy(name: str, tiny: list[str], tmp_path) -> None:
     lines = records.read_metrics(tmp_path)
     assert [m["round"] for m in lines] == [0, 1, 2]
     assert all(m["succeeded"] == 4 and m["failed"] == 0 for m in lines[1:])
-    assert 0.0 <= result["final"]["accuracy"] <= 1.0
+    assert 0.0 <= result["final"]["test"]["accuracy"] <= 1.0
 
 
 def test_run_folder_contents(tiny: list[str], tmp_path) -> None:
@@ -51,7 +51,9 @@ def test_run_folder_contents(tiny: list[str], tmp_path) -> None:
         "failed",
         "train",
         "evaluate",
-        "central",
+        "validation",
+        "test",
+        "train_steps",
         "bytes_sent",
         "bytes_received",
     ):
@@ -65,7 +67,7 @@ def test_run_folder_contents(tiny: list[str], tmp_path) -> None:
 def test_default_simulation_learns_digits(tmp_path) -> None:
     # The default experiment (10 clients, 10 rounds of FedAvg) reaches about 0.94.
     result = simulate(["runtime.workers=1", "progress=false"], run_dir=tmp_path)
-    assert result["final"]["accuracy"] > 0.85
+    assert result["final"]["test"]["accuracy"] > 0.85
 
 
 def test_same_seed_same_metrics(tiny: list[str], tmp_path) -> None:

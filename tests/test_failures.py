@@ -98,7 +98,7 @@ def _original(reply: Message) -> Message:
 def test_nan_update_is_rejected_and_counted(tmp_path) -> None:
     result = _run(tmp_path, nan_from_partition_2)
     assert result["status"] == "completed"
-    assert np.isfinite(result["final"]["loss"])
+    assert np.isfinite(result["final"]["test"]["loss"])
     assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
 
 

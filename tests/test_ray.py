@@ -22,7 +22,7 @@ def test_ray_runs_two_rounds_like_inprocess(tmp_path, caplog) -> None:
     simulate(TINY, run_dir=tmp_path / "inproc")
     ray_lines = metrics_without_timings(tmp_path / "ray")
     local_lines = metrics_without_timings(tmp_path / "inproc")
-    assert [m["central"] for m in ray_lines] == [m["central"] for m in local_lines]
+    assert [m["test"] for m in ray_lines] == [m["test"] for m in local_lines]
 
 
 def test_ray_resources_are_checked() -> None:

@@ -84,6 +84,40 @@ def test_split_by_time_without_overlap():
     assert len(shk.split_windows(64, 80, 0.8)[1]) == 0
 
 
+def test_validation_windows_by_time_between_gaps():
+    train, test = shk.split_windows(1000, 80, 0.8)
+    kept, val = shk.split_validation(train, 80, 0.1)
+    # 80 validation windows at the end of the 800 train windows, 80 dropped before them.
+    assert (kept.start, kept.stop, val.start, val.stop) == (0, 640, 720, 800)
+    # Last kept train window reads characters 639..719; the first validation one 720..800.
+    assert kept.stop - 1 + 80 < val.start and val.stop - 1 + 80 < test.start
+    assert shk.split_validation(range(100), 80, 0.1) == (range(10), range(90, 100))
+    assert shk.split_validation(range(85), 80, 0.1) == (range(85), range(0))  # too short
+    assert shk.split_validation(range(100), 80, 0.0) == (range(100), range(0))
+
+
+def test_load_carves_validation_windows_per_role(tmp_path):
+    cache = _fixture_cache(tmp_path)
+    seq = 8
+    plain = shk.load(cache_dir=str(cache), seq_len=seq, min_samples=30)
+    data = shk.load(cache_dir=str(cache), seq_len=seq, min_samples=30, val_fraction=0.25)
+    assert plain.val_x is None and data.val_x is not None
+    assert torch.equal(data.test_x, plain.test_x)  # the test windows do not move
+    for client in np.unique(plain.train_ids):
+        before = plain.train_x[plain.train_ids == client]
+        tr = data.train_x[data.train_ids == client]
+        va = data.val_x[data.val_ids == client]
+        n_val = int(len(before) * 0.25)
+        if len(before) - n_val - seq < 1:  # too short: keeps every train window
+            assert len(va) == 0 and torch.equal(tr, before)
+            continue
+        assert torch.equal(va, before[len(before) - n_val :])
+        assert torch.equal(tr, before[: len(before) - n_val - seq])
+    assert len(data.val_y) > 0 and set(data.val_ids) <= set(data.train_ids)
+    with pytest.raises(ValueError, match="dataset.val_fraction"):
+        shk.load(cache_dir=str(cache), seq_len=seq, min_samples=30, val_fraction=1.0)
+
+
 def _fixture_cache(tmp_path: Path) -> Path:
     shutil.copytree(FIXTURES, tmp_path / "texts")
     return tmp_path
@@ -247,4 +281,4 @@ def test_two_federated_rounds_on_three_roles(real_cache, tmp_path, model):
     assert [m["round"] for m in lines] == [0, 1, 2]
     assert all(m["succeeded"] == 3 and 0.0 <= m["evaluate"]["eval_acc"] <= 1.0 for m in lines[1:])
     # Three steps on each of three roles already lower the central test loss.
-    assert lines[2]["central"]["loss"] < lines[0]["central"]["loss"]
+    assert lines[2]["test"]["loss"] < lines[0]["test"]["loss"]

@@ -30,7 +30,7 @@ from fedlearn.app.tracking import TrackingGrid
 
 log = logging.getLogger("fedlearn")
 
-EvaluateFn = Callable[[int, ArrayRecord], dict[str, float] | None]
+EvaluateFn = Callable[[int, ArrayRecord], dict[str, dict[str, float]]]
 
 
 @dataclass
@@ -50,7 +50,8 @@ class ServerSetup:
     train_config, evaluate_config : dict
         Scalars put in every train / evaluate message's ConfigRecord.
     evaluate_fn : callable, optional
-        Centralized evaluation ``(round, arrays) -> {"loss", "accuracy"}``.
+        Centralized evaluation ``(round, arrays) -> {set: {"loss", "accuracy"}}``
+        for the sets ``validation`` and ``test`` (:mod:`fedlearn.app.central`).
     min_train_replies : int
         Fewer successful train replies than this stops the run cleanly.
     round_timeout : float
@@ -124,19 +125,29 @@ def _restore(setup: ServerSetup, grid: Grid) -> tuple[ArrayRecord, int]:
     return ckpt["arrays"], ckpt["round"] + 1
 
 
+def _best(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the best validation accuracy (the earliest on ties; trained rounds
+    first) and its central entries. Chosen on validation only: test is only reported."""
+    scored = [m for m in lines if (m.get("validation") or {}).get("accuracy") is not None]
+    scored = [m for m in scored if m.get("round", 0) > 0] or scored
+    if not scored:
+        return {}
+    best = max(scored, key=lambda m: m["validation"]["accuracy"])
+    return {"round": best["round"], **{k: best[k] for k in records.EVAL_SETS if k in best}}
+
+
 def _summary(setup: ServerSetup, status: str, error: str | None, wall: float) -> dict[str, Any]:
     lines = records.read_metrics(setup.run_dir)
-    central = [m for m in lines if m.get("central")]
+    evaluated = [m for m in lines if any(k in m for k in records.EVAL_SETS)]
+    last = evaluated[-1] if evaluated else {}
+    final = {k: last[k] for k in records.EVAL_SETS if k in last}
     rounds = [m for m in lines if m.get("round", 0) > 0]
-    best = max(central, key=lambda m: m["central"].get("accuracy") or -1.0, default=None)
     return {
         "status": status,
         "rounds_completed": max((m["round"] for m in rounds), default=0),
         "num_rounds": setup.num_rounds,
-        "final": central[-1]["central"] if central else {},
-        "best": {"accuracy": best["central"].get("accuracy"), "round": best["round"]}
-        if best
-        else {},
+        "final": final,
+        "best": _best(lines),
         "wall_seconds": wall,
         "round_seconds": sum(m.get("seconds", 0.0) for m in rounds),
         "strategy": type(setup.strategy).__name__,
@@ -144,7 +155,17 @@ def _summary(setup: ServerSetup, status: str, error: str | None, wall: float) ->
         "error": error,
         "bytes_sent": sum(m.get("bytes_sent", 0) for m in rounds),
         "bytes_received": sum(m.get("bytes_received", 0) for m in rounds),
+        "train_steps": sum(m.get("train_steps", 0) for m in rounds),
     }
+
+
+def _train_steps(replies: Any) -> int:
+    """Local optimizer steps of a round's successful train replies, summed."""
+    steps = 0
+    for msg in replies:
+        if not msg.has_error() and "metrics" in msg.content:
+            steps += int(msg.content["metrics"].get("num-steps", 0))
+    return steps
 
 
 def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
@@ -155,7 +176,7 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
     arrays, first = _restore(setup, grid)
     if first == 1 and setup.evaluate_fn is not None:
         records.truncate_metrics(setup.run_dir, -1)
-        records.append_metrics(setup.run_dir, {"round": 0, "central": setup.evaluate_fn(0, arrays)})
+        records.append_metrics(setup.run_dir, {"round": 0, **setup.evaluate_fn(0, arrays)})
     status, error = "completed", None
     rnd = first
     try:
@@ -164,7 +185,7 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
             t0 = time.perf_counter()
             msgs = strategy.configure_train(rnd, arrays, ConfigRecord(setup.train_config), grid)
             replies = grid.send_and_receive(msgs, timeout=setup.round_timeout)
-            train = grid.last
+            train, train_steps = grid.last, _train_steps(replies)
             new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
             if new_arrays is None or train.succeeded < setup.min_train_replies:
                 status = "stopped"
@@ -189,13 +210,14 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
                 "succeeded": train.succeeded,
                 "failed": train.failed,
                 "train": _mean_metrics(train_metrics),
+                "train_steps": train_steps,
                 "evaluate": _mean_metrics(eval_metrics),
                 "eval_failed": evaluate.failed,
                 "bytes_sent": train.bytes_sent + evaluate.bytes_sent,
                 "bytes_received": train.bytes_received + evaluate.bytes_received,
             }
             if setup.evaluate_fn is not None:
-                line["central"] = setup.evaluate_fn(rnd, arrays)
+                line.update(setup.evaluate_fn(rnd, arrays))
             line["seconds"] = time.perf_counter() - t0
             records.append_metrics(setup.run_dir, line)
             last = rnd == setup.num_rounds

@@ -55,7 +55,7 @@ def build_report(
         target = auto_target(runs)
     groups = rank(build_groups(runs, target))
     sources = {f.source for g in groups for f in g.figures}
-    source = "centralized" if sources == {"central"} else " / ".join(sorted(sources)) or "no"
+    source = "central test set" if sources == {"test"} else " / ".join(sorted(sources)) or "no"
     report.write_csvs(groups, folder)
     report.plots(groups, folder)
     text = report.markdown(groups, folder, axes, target, target_auto, source)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedlearn import records
 from fedlearn.compare.runs import Run
 from fedlearn.compare.stats import Summary, summarize, welch
 
@@ -17,7 +18,7 @@ METRICS = ("final_acc", "best_acc", "final_loss", "best_loss", "wall_seconds")
 class RunFigures:
     """What the report needs from one run."""
 
-    source: str  # "central" or "federated" (when central evaluation was off)
+    source: str  # "test" (central test set) or "federated" (no central evaluation)
     rounds: list[int]
     accuracy: list[float]
     loss: list[float]
@@ -33,16 +34,17 @@ def _num(x: Any) -> float | None:
 
 
 def run_figures(run: Run, target: float | None) -> RunFigures:
-    """Accuracy/loss per round (central if recorded, else federated evaluation)."""
+    """Accuracy/loss per round on the test set (federated evaluation when the run had no
+    central evaluation); "best" is the test value at the round of best validation."""
     lines = sorted(run.metrics, key=lambda m: m.get("round", 0))
-    central = any(_num((m.get("central") or {}).get("accuracy")) is not None for m in lines)
-    rounds, acc, loss, cum = [], [], [], []
+    central = any(_num(records.test_entry(m).get("accuracy")) is not None for m in lines)
+    rounds, acc, loss, cum, val = [], [], [], [], []
     sent = received = 0
     target_round = target_sent = target_received = None
     for m in lines:
         sent += int(m.get("bytes_sent") or 0)
         received += int(m.get("bytes_received") or 0)
-        ev = (m.get("central") if central else m.get("evaluate")) or {}
+        ev = records.test_entry(m) if central else (m.get("evaluate") or {})
         a = _num(ev.get("accuracy" if central else "eval_acc"))
         if a is None:
             continue
@@ -50,20 +52,24 @@ def run_figures(run: Run, target: float | None) -> RunFigures:
         acc.append(a)
         lo = _num(ev.get("loss" if central else "eval_loss"))
         loss.append(math.nan if lo is None else lo)
+        v = _num((m.get("validation") or {}).get("accuracy"))
+        val.append(-math.inf if v is None else v)
         cum.append(float(sent + received))
         if target is not None and target_round is None and a >= target:
             target_round, target_sent, target_received = rounds[-1], sent, received
     trained = [i for i, r in enumerate(rounds) if r > 0] or list(range(len(rounds)))
-    finite_loss = [loss[i] for i in trained if not math.isnan(loss[i])]
+    chosen = max(trained, key=lambda i: val[i], default=None)  # first of equal maxima
+    if chosen is not None and val[chosen] == -math.inf:
+        chosen = None  # no validation set: no best round (choosing on test is not allowed)
     values = {
         "final_acc": acc[-1] if acc else None,
-        "best_acc": max((acc[i] for i in trained), default=None),
+        "best_acc": acc[chosen] if chosen is not None else None,
         "final_loss": loss[-1] if loss and not math.isnan(loss[-1]) else None,
-        "best_loss": min(finite_loss, default=None),
+        "best_loss": loss[chosen] if chosen is not None and not math.isnan(loss[chosen]) else None,
         "wall_seconds": _num(run.result.get("wall_seconds")),
     }
     return RunFigures(
-        "central" if central else "federated",
+        "test" if central else "federated",
         rounds,
         acc,
         loss,

@@ -207,8 +207,9 @@ def markdown(
             lines += ["", f"### {block}"]
         lines += [
             "",
-            "| rank | strategy | runs ok | final accuracy | best accuracy | final loss "
-            "| best loss | rounds to target | sent / received to target | wall s | vs best |",
+            "| rank | strategy | runs ok | final accuracy | accuracy at best val. round "
+            "| final loss | loss at best val. round | rounds to target "
+            "| sent / received to target | wall s | vs best |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for i, g in enumerate((g for g in groups if g.block == block), 1):

@@ -49,6 +49,10 @@ class FederatedData:
     ``k`` trains on the train samples with id ``k`` and evaluates on the test
     samples with id ``k``; otherwise a client evaluates on a held-out slice of
     its own partition.
+
+    ``val_x``/``val_y`` are the central validation set, carved from the
+    training data before partitioning (:mod:`fedlearn.data.validation`); the
+    ``train_*`` tensors hold only what remains. ``None`` without one.
     """
 
     train_x: torch.Tensor
@@ -58,6 +62,9 @@ class FederatedData:
     spec: DataSpec
     train_ids: np.ndarray | None = None
     test_ids: np.ndarray | None = None
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    val_ids: np.ndarray | None = None
 
 
 def _key(cfg: dict[str, Any]) -> str:
@@ -66,8 +73,11 @@ def _key(cfg: dict[str, Any]) -> str:
 
 @lru_cache(maxsize=4)
 def _load_cached(key: str) -> FederatedData:
+    from fedlearn.data import validation
+
+    cfg, carve = validation.settings(json.loads(key))
     try:
-        data = instantiate(json.loads(key), _convert_="all")
+        data = instantiate(cfg, _convert_="all")
     except InstantiationException as err:
         # Hydra wraps a loader's own one-line error in a multi-line one: unwrap it.
         if isinstance(err.__cause__, ValueError | RuntimeError | FileNotFoundError):
@@ -75,7 +85,7 @@ def _load_cached(key: str) -> FederatedData:
         raise
     if not isinstance(data, FederatedData):
         raise TypeError(f"dataset loader must return FederatedData, got {type(data).__name__}")
-    return data
+    return carve(data)
 
 
 def load_dataset(cfg: dict[str, Any]) -> FederatedData:

@@ -162,6 +162,21 @@ def split_windows(n: int, seq_len: int, train_fraction: float) -> tuple[range, r
     return range(n_train), range(min(n_train + seq_len, n), n)
 
 
+def split_validation(train: range, seq_len: int, val_fraction: float) -> tuple[range, range]:
+    """Carve a role's validation windows from the end of its train windows, by time.
+
+    The last ``int(len(train) * val_fraction)`` train windows become validation and
+    the ``seq_len`` windows before them are dropped, so no validation window shares
+    a character with a train window (windows overlap by ``seq_len - 1``). A role too
+    short for that keeps its train windows and gives no validation window.
+    """
+    n_val = int(len(train) * val_fraction)
+    n_train = len(train) - n_val - seq_len
+    if n_val < 1 or n_train < 1:
+        return train, range(0)
+    return range(train.start, train.start + n_train), range(train.stop - n_val, train.stop)
+
+
 def _take(starts: range, cap: int | None) -> np.ndarray:
     idx = np.asarray(starts, dtype=np.int64)
     if cap is not None and len(idx) > cap:  # spread over the whole range, in order
@@ -181,6 +196,7 @@ def load(
     min_samples: int = 64,
     max_clients: int | None = None,
     max_samples_per_client: int | None = None,
+    val_fraction: float = 0.0,
 ) -> FederatedData:
     """Load Shakespeare as a natural partition, one client per (play, role).
 
@@ -199,8 +215,12 @@ def load(
     max_clients : int, optional
         Keep the first clients only (sorted by play, then order of appearance).
     max_samples_per_client : int, optional
-        Cap each client's train windows (test: a quarter of it), evenly spread
-        over the role's text.
+        Cap each client's train windows (validation and test: a quarter of it
+        each), evenly spread over the role's text.
+    val_fraction : float
+        Share of each role's train windows, the last ones in time, carved as the
+        central validation set (see :func:`split_validation`): validation then
+        measures what the test set does, the same speakers' later lines.
     """
     _check("seq_len", seq_len, 1)
     _check("min_samples", min_samples, 1)
@@ -208,11 +228,13 @@ def load(
     _check("max_samples_per_client", max_samples_per_client, 4)
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"dataset.train_fraction must be in (0, 1), got {train_fraction}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"dataset.val_fraction must be in [0, 1), got {val_fraction}")
     corpus = load_corpus(cache_dir)
     codes, offsets = corpus["codes"], corpus["offsets"]
     test_cap = None if max_samples_per_client is None else max(1, max_samples_per_client // 4)
-    parts: dict[str, list[np.ndarray]] = {"trx": [], "try": [], "tex": [], "tey": []}
-    ids: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("trx", "try", "vax", "vay", "tex", "tey")}
+    ids: dict[str, list[np.ndarray]] = {"tr": [], "va": [], "te": []}
     client = 0
     for k in range(len(offsets) - 1):
         if max_clients is not None and client >= max_clients:
@@ -224,17 +246,29 @@ def load(
         train, test = split_windows(n, seq_len, train_fraction)
         if len(test) == 0:
             continue
+        train, val = split_validation(train, seq_len, val_fraction)
         windows = np.lib.stride_tricks.sliding_window_view(text, seq_len + 1)
-        for split, starts, cap in (("tr", train, max_samples_per_client), ("te", test, test_cap)):
+        for split, starts, cap in (
+            ("tr", train, max_samples_per_client),
+            ("va", val, test_cap),
+            ("te", test, test_cap),
+        ):
             rows = windows[_take(starts, cap)]
             parts[split + "x"].append(rows[:, :seq_len])
             parts[split + "y"].append(rows[:, seq_len])
-            ids["train" if split == "tr" else "test"].append(np.full(len(rows), client))
+            ids[split].append(np.full(len(rows), client))
         client += 1
     if client == 0:
         raise ValueError(
             f"dataset=shakespeare: no role has min_samples={min_samples} windows of"
             f" seq_len={seq_len} and a test window; lower dataset.min_samples"
+        )
+
+    val_ids = np.concatenate(ids["va"])
+    if val_fraction > 0 and len(val_ids) == 0:
+        raise ValueError(
+            f"dataset.val_fraction={val_fraction}: no role has enough windows for a validation"
+            f" window after the {seq_len}-window gap; use a larger fraction or val_fraction=0"
         )
 
     def cat(key: str, dtype: torch.dtype) -> torch.Tensor:
@@ -246,8 +280,11 @@ def load(
         test_x=cat("tex", torch.uint8),
         test_y=cat("tey", torch.long),
         spec=DataSpec(input_shape=(seq_len,), num_classes=VOCAB_SIZE, kind="text"),
-        train_ids=np.concatenate(ids["train"]),
-        test_ids=np.concatenate(ids["test"]),
+        train_ids=np.concatenate(ids["tr"]),
+        test_ids=np.concatenate(ids["te"]),
+        val_x=cat("vax", torch.uint8) if len(val_ids) else None,
+        val_y=cat("vay", torch.long) if len(val_ids) else None,
+        val_ids=val_ids if len(val_ids) else None,
     )
 
 
