@@ -11,106 +11,11 @@ import pytest
 import yaml
 
 from fedlearn.compare import build_report
-from fedlearn.compare.stats import summarize, t_cdf, t_quantile, welch
+from tests.compare_helpers import write_run
 
-# Closed forms of Student's t for small df (no tables, no SciPy):
-#   df=2 quantile: t = (2p - 1) / sqrt(2 p (1 - p))
-#   df=4 CDF:      F = 1/2 + 3/8 * u * (1 - t^2 / (12 * (1 + t^2 / 4))),  u = t / sqrt(1 + t^2/4)
-T2_975 = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)  # 4.302652...
-
-
-def _t4_cdf(t: float) -> float:
-    w = 1 + t * t / 4
-    return 0.5 + 3 / 8 * t / math.sqrt(w) * (1 - t * t / (12 * w))
-
-
-def test_t_distribution_against_closed_forms() -> None:
-    assert t_quantile(0.975, 2) == pytest.approx(T2_975, rel=1e-10)
-    assert t_quantile(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-10)  # Cauchy
-    for t in (-2.0, 0.3, 1.7, 6.0):
-        assert t_cdf(t, 4) == pytest.approx(_t4_cdf(t), abs=1e-12)
-
-
-def test_summary_and_welch_by_hand() -> None:
-    s = summarize([0.80, 0.82, 0.84])
-    assert (s.n, s.mean, s.std) == (3, pytest.approx(0.82), pytest.approx(0.02))
-    assert s.half_width == pytest.approx(T2_975 * 0.02 / math.sqrt(3))
-    one = summarize([0.5])
-    assert one.std == 0.0 and math.isnan(one.ci_low)
-    t, df, p = welch([0.80, 0.82, 0.84], [0.70, 0.74, 0.72])
-    # equal variances 0.0004, n=3: t = 0.1 / sqrt(2 * 0.0004 / 3), df = 4
-    assert t == pytest.approx(0.1 / math.sqrt(0.0008 / 3))
-    assert df == pytest.approx(4.0)
-    assert p == pytest.approx(2 * (1 - _t4_cdf(t)), rel=1e-9)
-    assert welch([0.5], [0.4, 0.3]) is None
-
-
-def write_run(
-    folder: Path,
-    strategy: str,
-    seed: int,
-    accs: list[float],
-    wall: float = 10.0,
-    status: str = "completed",
-    extra: dict | None = None,
-    sent: int = 100,
-    received: int = 50,
-    rounds: int | None = None,
-    val: list[float] | None = None,
-    legacy: bool = False,
-) -> Path:
-    """A run folder as the contract describes: round 0 then one line per round.
-
-    ``val``: validation accuracies (default: the test ones); ``legacy``: the format
-    before the validation set, one ``central`` entry holding the test set."""
-    folder.mkdir(parents=True)
-    config = {
-        "seed": seed,
-        "num_rounds": rounds or len(accs) - 1,
-        "dataset": {"seed": seed},
-        "strategy": {"_target_": f"flwr.serverapp.strategy.{strategy}", **(extra or {})},
-    }
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    val = accs if val is None else val
-
-    def central(r: int) -> dict:
-        test = {"loss": 1 - accs[r], "accuracy": accs[r]}
-        if legacy:
-            return {"central": test}
-        return {"validation": {"loss": 1 - val[r], "accuracy": val[r]}, "test": test}
-
-    lines = [{"round": 0, **central(0)}]
-    for r, a in enumerate(accs[1:], 1):
-        lines.append(
-            {
-                "round": r,
-                "seconds": 1.0,
-                "sampled": 4,
-                "succeeded": 4,
-                "failed": 0,
-                "train": {"train_loss": 1.0},
-                "evaluate": {"eval_loss": 1, "eval_acc": a},
-                **central(r),
-                "bytes_sent": sent,
-                "bytes_received": received,
-            }
-        )
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
-    result = {
-        "status": status,
-        "rounds_completed": len(accs) - 1,
-        "num_rounds": len(accs) - 1,
-        "final": {k: lines[-1][k] for k in ("validation", "test", "central") if k in lines[-1]},
-        "best": {},
-        "wall_seconds": wall,
-        "strategy": strategy,
-        "seed": seed,
-        "error": None if status == "completed" else "RuntimeError: boom",
-        "bytes_sent": 0,
-        "bytes_received": 0,
-    }
-    (folder / "result.json").write_text(json.dumps(result))
-    return folder
+# Student's t, 2 degrees of freedom: two-sided p = 1 - |t| / sqrt(2 + t^2).
+T = 5 * math.sqrt(3)  # t of the paired differences -0.10, -0.08, -0.12 (sd 0.02, n 3)
+P_PAIRED = 1 - T / math.sqrt(2 + T * T)  # 0.01307
 
 
 @pytest.fixture
@@ -162,8 +67,8 @@ def test_report_statistics_by_hand(sweep: Path) -> None:
     assert (len(avg.runs), len(avg.ok), len(prox.runs), len(prox.ok)) == (4, 3, 4, 3)
     fa = avg.stats["final_acc"]
     assert fa.mean == pytest.approx(0.82) and fa.std == pytest.approx(0.02)
-    assert fa.ci_low == pytest.approx(0.82 - T2_975 * 0.02 / math.sqrt(3))
-    ba = avg.stats["best_acc"]  # best over rounds >= 1: 0.80, 0.82, 0.86
+    assert fa.ci_low is None  # three seeds: the per-seed values instead of an interval
+    ba = avg.stats["best_acc"]  # test at the best validation round (validation = test here)
     assert ba.mean == pytest.approx((0.80 + 0.82 + 0.86) / 3)
     assert avg.stats["best_loss"].mean == pytest.approx(1 - (0.80 + 0.82 + 0.86) / 3)
     assert avg.stats["final_loss"].mean == pytest.approx(0.18)
@@ -172,8 +77,10 @@ def test_report_statistics_by_hand(sweep: Path) -> None:
     assert avg.rounds_to_target.mean == 2 and avg.reached == 3
     assert avg.sent_to_target.mean == 200 and avg.received_to_target.mean == 100
     assert prox.rounds_to_target.mean == 3 and prox.sent_to_target.mean == 600
-    t = 0.1 / math.sqrt(0.0008 / 3)
-    assert prox.p_value == pytest.approx(2 * (1 - _t4_cdf(t)), rel=1e-9)
+    # Paired by seed: FedProx - FedAvg = -0.10, -0.08, -0.12.
+    assert prox.vs_best.diff == pytest.approx(-0.10) and prox.vs_best.n == 3
+    assert prox.vs_best.p_t == pytest.approx(P_PAIRED, rel=1e-9)
+    assert prox.p_holm == pytest.approx(P_PAIRED, rel=1e-9)  # one comparison: Holm is p
     assert avg.verdict == "best" and prox.verdict == "worse than best"
 
     for name in (
@@ -184,13 +91,18 @@ def test_report_statistics_by_hand(sweep: Path) -> None:
         "accuracy_vs_bytes.png",
     ):
         assert (sweep / name).stat().st_size > 0, name
+    assert not (sweep / "trials.csv").exists()
     md = (sweep / "report.md").read_text()
-    assert "0.8200 ± 0.0200" in md and "Welch" in md
+    assert "| 1 | FedAvg | 3/4 | 0 | 0.8200 | 0.800 / 0.820 / 0.840 |" in md
+    assert "-0.1000 [" in md and "| 0.013 | - | worse than best |" in md
+    assert "**Hyperparameters: untuned**" in md  # no plan.json: nothing was tuned
+    assert "Centralized baseline: none recorded" in md
     assert "6_fedprox" in md and "RuntimeError: boom" in md  # failed runs are marked
     assert "7_fedavg" in md and "never started" in md
     with open(sweep / "summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert float(summary[0]["final_acc_mean"]) == pytest.approx(0.82)
+    assert json.loads(summary[0]["final_acc_per_seed"]) == {"0": 0.8, "1": 0.82, "2": 0.84}
     with open(sweep / "runs.csv") as f:
         assert len(list(csv.DictReader(f))) == 8
 
@@ -212,10 +124,8 @@ def test_axes_other_than_strategy(tmp_path: Path) -> None:
                 seed,
                 [0.1, 0.5 + 0.01 * seed],
                 extra={"proximal_mu": mu},
+                config={"partitioner": {"alpha": alpha}},
             )
-            cfg = yaml.safe_load((run / "config.yaml").read_text())
-            cfg["partitioner"] = {"alpha": alpha}
-            (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     write_run(tmp_path / "avg0", "FedAvg", 0, [0.1, 0.6])
     groups = build_report(tmp_path, show=False)
     labels = {g.label for g in groups}
@@ -230,14 +140,14 @@ def test_axes_other_than_strategy(tmp_path: Path) -> None:
     ]
     md = (tmp_path / "report.md").read_text()
     assert "### partitioner.alpha=0.1" in md
+    assert "axes besides the seed: strategy, strategy.proximal_mu, partitioner.alpha" in md
     ignored = build_report(tmp_path, show=False, ignore=("partitioner",))
     assert {g.label for g in ignored} == {
         "FedAvg",
         "FedProx strategy.proximal_mu=0.01",
         "FedProx strategy.proximal_mu=0.1",
     }
-    build_report(tmp_path, show=False)
-    assert "axes besides the seed: strategy, strategy.proximal_mu, partitioner.alpha" in md
+    assert run.exists()
 
 
 def test_empty_folder_says_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -258,3 +168,72 @@ def test_best_round_is_chosen_on_validation_and_old_folders_still_read(tmp_path:
     assert old.values["final_acc"] == 0.4 and old.accuracy == [0.1, 0.7, 0.4]
     assert old.values["best_acc"] is None  # no validation set: no best round to choose
     assert "central test set" in (tmp_path / "report.md").read_text()
+
+
+def test_report_with_diverged_runs(tmp_path: Path) -> None:
+    for seed, acc in enumerate([0.80, 0.82, 0.84]):
+        write_run(tmp_path / f"avg{seed}", "FedAvg", seed, [0.1, 0.5, acc], chance=0.1)
+    write_run(tmp_path / "yogi0", "FedYogi", 0, [0.1, 0.3, 0.2], chance=0.1, nan_last=True)
+    write_run(tmp_path / "yogi1", "FedYogi", 1, [0.1, 0.3, 0.105], chance=0.1)  # at chance
+    write_run(tmp_path / "yogi2", "FedYogi", 2, [0.1, 0.5, 0.6], chance=0.1)
+    write_run(
+        tmp_path / "yogi3",
+        "FedYogi",
+        3,
+        [0.1, 0.2],
+        status="stopped",
+        rounds=2,
+        error="round 2: 0 of 4 clients succeeded (first failure: non-finite values in arrays)",
+    )
+    avg, yogi = build_report(tmp_path, show=False)
+    assert [why.split(" ")[0] for _, why in yogi.diverged] == ["non-finite", "final", "stopped:"]
+    assert avg.diverged == []
+    # Diverged runs that completed count at the accuracy they end with.
+    assert yogi.stats["final_acc"].n == 3
+    assert yogi.stats["final_acc"].mean == pytest.approx((0.2 + 0.105 + 0.6) / 3)
+    assert yogi.stats["final_loss"].n == 2  # the NaN loss is left out of the loss statistics
+    md = (tmp_path / "report.md").read_text()
+    assert "## Diverged runs" in md and "| 2 | FedYogi | 3/4 | 3 |" in md
+    assert "`yogi0` (FedYogi, seed 0): non-finite test loss in round 2" in md
+    assert "`yogi1` (FedYogi, seed 1): final test accuracy 0.105 at or below chance (0.100" in md
+    with open(tmp_path / "runs.csv") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    assert rows["yogi3"]["diverged"].startswith("stopped") and rows["avg0"]["diverged"] == ""
+
+
+DIRICHLET = {"partitioner": {"_target_": "flwr_datasets.partitioner.DirichletPartitioner"}}
+IID = {"partitioner": {"_target_": "flwr_datasets.partitioner.IidPartitioner"}}
+
+
+def test_references_paired_and_intervals_within_zero_one(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    block = root / "runs" / "partitioner.alpha=0.1"
+    avg = [0.95, 0.97, 0.99, 1.0, 0.98]
+    for seed, acc in enumerate(avg):
+        write_run(block / "fedavg" / f"seed={seed}", "FedAvg", seed, [0.1, acc], config=DIRICHLET)
+        write_run(
+            block / "fedprox" / f"seed={seed}",
+            "FedProx",
+            seed,
+            [0.1, acc - 0.02 * seed],
+            config=DIRICHLET,
+            extra={"proximal_mu": 0.1},
+        )
+        iid = root / "references" / "partitioner.alpha=0.1" / "iid"
+        write_run(iid / "fedavg" / f"seed={seed}", "FedAvg", seed, [0.1, 1.0], config=IID)
+        central = root / "references" / "partitioner.alpha=0.1" / "centralized" / f"seed={seed}"
+        write_run(central, "FedAvg", seed, [0.1, 0.99], config={"num_clients": 1}, steps=16)
+    avg_g, prox = build_report(root, show=False)
+    assert avg_g.name == "FedAvg" and avg_g.iid is not None and prox.iid is None
+    # Non-IID minus IID, per seed: -0.05, -0.03, -0.01, 0, -0.02.
+    assert avg_g.vs_iid.diff == pytest.approx(-0.022) and avg_g.vs_iid.n == 5
+    assert avg_g.vs_central.diff == pytest.approx(sum(avg) / 5 - 0.99)
+    # FedProx - FedAvg = -0.02 * seed: paired t and Wilcoxon (5 pairs, one zero: none).
+    assert prox.vs_best.diff == pytest.approx(-0.04)
+    s = avg_g.stats["final_acc"]
+    assert s.ci_low is not None and 0.95 <= s.ci_low <= s.mean <= s.ci_high <= 1.0
+    md = (root / "report.md").read_text()
+    assert f"[{s.ci_low:.4f}, {s.ci_high:.4f}]" in md
+    assert "Centralized baseline (all training data on one client, the same model, 16 " in md
+    assert "the federated runs took 8 on average" in md
+    assert "-0.0220 [" in md  # the IID column of FedAvg

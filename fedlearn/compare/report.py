@@ -1,186 +1,175 @@
-"""Write the comparison: report.md, summary.csv, runs.csv, PNG plots, a rich table."""
+"""The comparison as Markdown (report.md) and as a rich table on the terminal."""
 
 from __future__ import annotations
 
-import csv
-import math
+import statistics
 from pathlib import Path
+from typing import Any
 
-from fedlearn.compare.analysis import ALPHA, METRICS, Group, blocks
-from fedlearn.compare.stats import Summary
+from fedlearn.compare.analysis import ALPHA, CHANCE_MARGIN, Group, blocks
+from fedlearn.compare.plots import PLOT_BYTES, PLOT_ROUND, PLOT_TUNING
+from fedlearn.compare.references import Central
+from fedlearn.compare.stats import BOOTSTRAP_MIN, WILCOXON_MIN
+from fedlearn.compare.tables import (
+    RUNS_CSV,
+    SUMMARY_CSV,
+    TRIALS_CSV,
+    delta,
+    human_bytes,
+    mean_ci,
+    per_seed,
+    pm,
+    pval,
+    rel,
+)
+from fedlearn.compare.tuning import Study
 
-SUMMARY_CSV, RUNS_CSV, REPORT_MD = "summary.csv", "runs.csv", "report.md"
-PLOT_ROUND, PLOT_BYTES = "accuracy_vs_round.png", "accuracy_vs_bytes.png"
-
-
-def pm(s: Summary | None, digits: int = 4, ci: bool = True) -> str:
-    """``mean ± std [lo, hi]`` (the CI only when there are two or more values)."""
-    if s is None:
-        return "-"
-    text = f"{s.mean:.{digits}f} ± {s.std:.{digits}f}"
-    if ci and s.n > 1:
-        text += f" [{s.ci_low:.{digits}f}, {s.ci_high:.{digits}f}]"
-    return text
-
-
-def human_bytes(s: Summary | None) -> str:
-    """Mean byte count with a unit (B, kB, MB, GB: powers of 1000)."""
-    if s is None:
-        return "-"
-    value = s.mean
-    for unit in ("B", "kB", "MB"):
-        if abs(value) < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.2f} GB"
+REPORT_MD = "report.md"
 
 
 def target_cell(g: Group) -> str:
     n = len(g.figures)
     if g.rounds_to_target is None:
         return "not reached" if n else "-"
-    return f"{pm(g.rounds_to_target, 1, ci=False)} ({g.reached}/{n} reached)"
+    return f"{g.rounds_to_target.mean:.1f} ({g.reached}/{n} reached)"
 
 
-def rows(groups: list[Group]) -> list[dict[str, object]]:
-    """summary.csv rows: one per group, numbers unrounded."""
-    out = []
-    for g in groups:
-        row: dict[str, object] = {"group": g.label, "runs": len(g.runs), "completed": len(g.ok)}
-        for m in METRICS:
-            s = g.stats[m]
-            for part in ("mean", "std", "ci_low", "ci_high"):
-                row[f"{m}_{part}"] = "" if s is None else getattr(s, part)
-        row["target_reached"] = g.reached
-        for name, s in (
-            ("rounds_to_target", g.rounds_to_target),
-            ("bytes_sent_to_target", g.sent_to_target),
-            ("bytes_received_to_target", g.received_to_target),
-        ):
-            row[f"{name}_mean"] = "" if s is None else s.mean
-        row["p_value_vs_best"] = "" if g.p_value is None else g.p_value
-        row["verdict"] = g.verdict
-        out.append(row)
-    return out
-
-
-def write_csvs(groups: list[Group], folder: Path) -> None:
-    table = rows(groups)
-    with open(folder / SUMMARY_CSV, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0]))
-        w.writeheader()
-        w.writerows(table)
-    with open(folder / RUNS_CSV, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "group",
-                "seed",
-                "status",
-                "path",
-                *METRICS,
-                "rounds_to_target",
-                "bytes_sent_to_target",
-                "bytes_received_to_target",
-                "error",
-            ]
+def _how_tuned(plan: dict[str, Any] | None, studies: list[Study]) -> list[str]:
+    """The budget paragraph: tuned how, or untuned."""
+    opts = (plan or {}).get("options", {})
+    if not opts.get("tune"):
+        where = (
+            "" if plan else " (no plan.json here: a folder not made by fedlearn-compare's tuning)"
         )
-        for g in groups:
-            figs = iter(g.figures)
-            for r in g.runs:
-                fig = next(figs) if r.ok else None
-                vals = [fig.values[m] if fig else "" for m in METRICS]
-                tgt = [fig.target_round, fig.target_sent, fig.target_received] if fig else [""] * 3
-                w.writerow(
-                    [
-                        g.label,
-                        r.seed,
-                        r.status,
-                        _rel(r.path, folder),
-                        *vals,
-                        *["" if v is None else v for v in tgt],
-                        r.error or "",
-                    ]
-                )
-
-
-def _curve(g: Group, x_of: str) -> tuple[list[float], list[float], list[float]]:
-    """Per round: x (round or mean cumulative MB), mean accuracy and its std over seeds."""
-    xs, mean, std = [], [], []
-    for r in sorted({r for f in g.figures for r in f.rounds}):
-        pts = [
-            (f.accuracy[i], f.cum_bytes[i])
-            for f in g.figures
-            for i, fr in enumerate(f.rounds)
-            if fr == r
+        return [
+            f"**Hyperparameters: untuned**{where}. Every strategy runs at its"
+            " `conf/strategy/*.yaml` defaults and the command line's settings, which may suit"
+            " some strategies better than others.",
         ]
-        acc = [p[0] for p in pts]
-        m = sum(acc) / len(acc)
-        mean.append(m)
-        std.append(
-            math.sqrt(sum((a - m) ** 2 for a in acc) / (len(acc) - 1)) if len(acc) > 1 else 0.0
+    sampler = opts.get("sampler", "tpe")
+    how = {
+        "tpe": f"Optuna's TPE sampler, seed {opts.get('tune_seed')} (its first 10 trials are"
+        " seeded random draws)",
+        "random": f"Optuna's random sampler, seed {opts.get('tune_seed')}",
+        "grid": "Optuna's grid sampler over each space's grid",
+    }[sampler]
+    n_trials = sum(len(s.trials) for s in studies)
+    rounds = opts.get("tune_rounds")
+    length = f"{rounds} rounds" if rounds else "as long as an evaluation run"
+    seconds = sum(t.run.result.get("wall_seconds") or 0.0 for s in studies for t in s.trials)
+    return [
+        f"**Hyperparameters: tuned** with an equal budget: {opts['tune']} trials per strategy"
+        f" and block ({how}), the centralized baseline included; {n_trials} trial runs in all,"
+        f" {seconds / 60:.1f} minutes of run time. Each trial is one run"
+        f" ({length}) on tuning seed {opts.get('tune_seed')}, scored on the **validation**"
+        f" set: its mean validation accuracy over the last {opts.get('tune_last')} rounds"
+        " (a trial that did not complete scores 0). The best trial's values then run on every"
+        " seed below and are compared on the **test** set, which tuning never reads. Search"
+        " spaces: `fedlearn/conf/search/`.",
+    ]
+
+
+def _ranking(groups: list[Group], block: str) -> list[str]:
+    lines = [
+        "| rank | strategy | runs ok | diverged | final test acc. | per seed "
+        "| Δ vs best [95% CI] | paired t p (Holm) | Wilcoxon p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, g in enumerate((g for g in groups if g.block == block), 1):
+        lines.append(
+            f"| {i if g.ok else '-'} | {g.name} | {len(g.ok)}/{len(g.runs)} | {len(g.diverged)} "
+            f"| {mean_ci(g.stats['final_acc'])} | {per_seed(g)} | {delta(g.vs_best)} "
+            f"| {pval(g.p_holm)} | {pval(g.p_wilcoxon_holm)} | {g.verdict} |"
         )
-        xs.append(r if x_of == "round" else sum(p[1] for p in pts) / len(pts) / 1e6)
-    return xs, mean, std
+    return lines
 
 
-def _band(groups: list[Group], x_of: str, path: Path, xlabel: str) -> None:
-    import matplotlib
+def _costs(groups: list[Group], block: str) -> list[str]:
+    lines = [
+        "| strategy | test acc. at best val. round | final test loss | IID, same settings "
+        "| non-IID − IID [95% CI] | − centralized [95% CI] | rounds to target "
+        "| MB sent / received to target | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in (g for g in groups if g.block == block):
+        iid = f"{mean_ci(g.iid.stats['final_acc'])} ({per_seed(g.iid)})" if g.iid else "-"
+        mb = f"{human_bytes(g.sent_to_target)} / {human_bytes(g.received_to_target)}"
+        lines.append(
+            f"| {g.name} | {mean_ci(g.stats['best_acc'])} | {pm(g.stats['final_loss'])} "
+            f"| {iid} | {delta(g.vs_iid)} | {delta(g.vs_central)} | {target_cell(g)} | {mb} "
+            f"| {pm(g.stats['wall_seconds'], 1)} |"
+        )
+    return lines
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    names = blocks(groups)
-    cols = min(len(names), 3)
-    rows_ = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(
-        rows_, cols, figsize=(6.5 * cols, 4.5 * rows_), squeeze=False, sharey=True
+def _central(centrals: list[Central], groups: list[Group], block: str) -> list[str]:
+    central = next((c.group for c in centrals if c.block == block), None)
+    if central is None:
+        return ["Centralized baseline: none recorded for this block."]
+    fed = [v for g in groups if g.block == block for v in g.values("train_steps")]
+    steps = central.stats["train_steps"]
+    fed_text = f"{sum(fed) / len(fed):,.0f}" if fed else "-"
+    return [
+        f"Centralized baseline (all training data on one client, the same model, "
+        f"{steps.mean if steps else 0:,.0f} optimizer steps per run; the federated runs took"
+        f" {fed_text} on average): final test accuracy {mean_ci(central.stats['final_acc'])}"
+        f" (per seed {per_seed(central)}), {len(central.ok)}/{len(central.runs)} runs completed.",
+    ]
+
+
+def _values(values: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
     )
-    for ax, block in zip(axes.flat, names, strict=False):
-        for g in (g for g in groups if g.block == block and g.figures):
-            xs, mean, std = _curve(g, x_of)
-            (line,) = ax.plot(xs, mean, label=f"{g.name} (n={len(g.figures)})")
-            ax.fill_between(
-                xs,
-                [m - s for m, s in zip(mean, std, strict=True)],
-                [m + s for m, s in zip(mean, std, strict=True)],
-                color=line.get_color(),
-                alpha=0.15,
+
+
+def _tuning(studies: list[Study], block_of: dict[str, str], folder: Path) -> list[str]:
+    if not studies:
+        return []
+    lines = [
+        "## Tuning",
+        "",
+        "| block | strategy | trials ok | chosen values | its score "
+        "| scores (min / median / max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in studies:
+        scores = [t.score for t in s.trials]
+        spread = "-"
+        if scores:
+            spread = f"{min(scores):.4f} / {statistics.median(scores):.4f} / {max(scores):.4f}"
+        chosen = _values(s.best.values) if s.best else "defaults (none completed)"
+        ok = sum(t.run.ok for t in s.trials)
+        best = f"{s.best.score:.4f}" if s.best else "-"
+        lines.append(
+            f"| {block_of.get(s.slug, s.slug) or 'all'} | {s.strategy} | {ok}/{len(s.trials)} "
+            f"| {chosen} | {best} | {spread} |"
+        )
+    lines += [
+        "",
+        f"![tuning scores]({PLOT_TUNING})",
+        "",
+        "Every trial:",
+        "",
+        "| block | strategy | trial | values | validation score | status | folder |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in studies:
+        for t in s.trials:
+            values = _values(t.values)
+            mark = " (chosen)" if t is s.best else ""
+            lines.append(
+                f"| {block_of.get(s.slug, s.slug) or 'all'} | {s.strategy} | {t.number}{mark} "
+                f"| {values} | {t.score:.4f} | {t.run.status} | `{rel(t.run.path, folder)}` |"
             )
-        if x_of == "round":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(block or "all runs", fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no completed runs", ha="center", transform=ax.transAxes)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy")
-    fig.suptitle("mean over seeds; band: ± 1 std", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plots(groups: list[Group], folder: Path) -> None:
-    _band(groups, "round", folder / PLOT_ROUND, "round")
-    _band(groups, "bytes", folder / PLOT_BYTES, "MB sent + received (cumulative)")
-
-
-def _rel(path: Path, folder: Path) -> str:
-    try:
-        return str(path.relative_to(folder))
-    except ValueError:
-        return str(path)
+    return lines + [""]
 
 
 def markdown(
     groups: list[Group],
+    centrals: list[Central],
+    studies: list[Study],
+    plan: dict[str, Any] | None,
     folder: Path,
     axes: list[str],
     target: float | None,
@@ -190,58 +179,68 @@ def markdown(
     """The report as Markdown."""
     runs = [r for g in groups for r in g.runs]
     failed = [r for r in runs if not r.ok]
+    diverged = [(g, r, why) for g in groups for r, why in g.diverged]
     how = "auto: 90% of the best group's mean final accuracy" if target_auto else "set"
+    block_of = {r.slug: r.block for r in runs if r.slug}
     lines = [
         f"# Strategy comparison: {folder.name}",
         "",
-        f"{len(runs)} runs ({len(runs) - len(failed)} completed, {len(failed)} not) in "
-        f"{len(groups)} groups. Swept axes besides the seed: "
-        f"{', '.join(axes) if axes else 'none'}.",
-        f"Accuracy and loss: {source} evaluation. Values are mean ± sample std over seeds, "
-        "with a 95% Student-t confidence interval [low, high] when there are >= 2 seeds.",
-        f"Target accuracy: {target if target is not None else '-'} ({how}).",
+        *_how_tuned(plan, studies),
         "",
+        f"{len(runs)} compared runs ({len(runs) - len(failed)} completed, {len(failed)} not) in"
+        f" {len(groups)} groups. Swept axes besides the seed: {', '.join(axes) or 'none'}.",
+        f"Accuracy and loss: {source} evaluation, final round. Per seed: the values in seed"
+        f" order. An interval next to a mean is a 95% bootstrap percentile interval of the mean"
+        f" (from {BOOTSTRAP_MIN} seeds on; with fewer, read the per-seed values): it never leaves"
+        " [0, 1].",
+        f"Target accuracy: {target if target is not None else '-'} ({how}).",
     ]
+    first = ((plan or {}).get("options") or {}).get("reference_seeds")
+    if first:
+        lines.append(f"References (IID runs, centralized baseline) ran on the first {first} seeds.")
     for block in blocks(groups):
-        if block:
-            lines += ["", f"### {block}"]
-        lines += [
-            "",
-            "| rank | strategy | runs ok | final accuracy | accuracy at best val. round "
-            "| final loss | loss at best val. round | rounds to target "
-            "| sent / received to target | wall s | vs best |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for i, g in enumerate((g for g in groups if g.block == block), 1):
-            p = "" if g.p_value is None else f" (p={g.p_value:.3f})"
-            mb = f"{human_bytes(g.sent_to_target)} / {human_bytes(g.received_to_target)}"
-            lines.append(
-                f"| {i if g.ok else '-'} | {g.name} | {len(g.ok)}/{len(g.runs)} "
-                f"| {pm(g.stats['final_acc'])} "
-                f"| {pm(g.stats['best_acc'])} | {pm(g.stats['final_loss'])} "
-                f"| {pm(g.stats['best_loss'])} | {target_cell(g)} | {mb} "
-                f"| {pm(g.stats['wall_seconds'], 1, ci=False)} | {g.verdict}{p} |"
-            )
-    within = " within each block of settings" if blocks(groups)[0] else ""
+        lines += ["", f"### {block}" if block else "### all runs", ""]
+        lines += _ranking(groups, block) + [""] + _costs(groups, block) + [""]
+        lines += _central(centrals, groups, block)
     lines += [
         "",
-        f"Ranking: by mean final accuracy{within}. Each strategy is compared with the top one by "
-        f"Welch's two-sided t-test on the per-seed final accuracies; p >= {ALPHA} is "
-        "reported as within noise of the best (not a significant difference).",
+        f"Ranking: by mean final test accuracy within each block. Runs with the same seed share"
+        " their partition, initial model and client sampling across strategies, so each"
+        " strategy is compared with the block's best **paired by seed**: Δ is the mean"
+        " per-seed difference with its Student-t 95% interval, tested by the paired t-test and,"
+        f" from {WILCOXON_MIN} seeds on, the Wilcoxon signed-rank test (with fewer its exact"
+        " p-value cannot go below 0.05). The p-values of a block are Holm-Bonferroni corrected"
+        f" together; a corrected p >= {ALPHA} is reported as within noise of the best. Diverged"
+        " runs count in the statistics at the accuracy they end with.",
         "",
         f"![accuracy vs round]({PLOT_ROUND})",
         "",
         f"![accuracy vs bytes]({PLOT_BYTES})",
         "",
     ]
+    lines += _tuning(studies, block_of, folder)
+    if diverged:
+        lines += [
+            "## Diverged runs",
+            "",
+            "A run diverged when its last round has a non-finite loss, its final test accuracy is"
+            f" within {CHANCE_MARGIN} of chance (always predicting the most frequent class), or"
+            " it stopped because clients sent non-finite updates.",
+            "",
+        ]
+        lines += [
+            f"- `{rel(r.path, folder)}` ({g.label}, seed {r.seed}): {why}" for g, r, why in diverged
+        ]
+        lines.append("")
     if failed:
         lines += ["## Runs that did not complete (left out of the statistics)", ""]
         lines += [
-            f"- `{_rel(r.path, folder)}` ({r.group}, seed {r.seed}): {r.status}: {r.error or '-'}"
+            f"- `{rel(r.path, folder)}` ({r.group}, seed {r.seed}): {r.status}: {r.error or '-'}"
             for r in failed
         ]
         lines.append("")
-    lines += [f"Data: {SUMMARY_CSV} (per group), {RUNS_CSV} (per run)."]
+    trials_csv = f", {TRIALS_CSV} (per tuning trial)" if studies else ""
+    lines += [f"Data: {SUMMARY_CSV} (per group), {RUNS_CSV} (per run){trials_csv}."]
     return "\n".join(lines) + "\n"
 
 
@@ -256,11 +255,11 @@ def print_table(groups: list[Group], title: str) -> None:
         "strategy",
         "settings",
         "ok",
-        "final acc",
-        "best acc",
-        "final loss",
-        "to target",
-        "wall s",
+        "diverged",
+        "final test acc",
+        "per seed",
+        "Δ vs best",
+        "p (Holm)",
         "vs best",
     ):
         table.add_column(col, overflow="fold")
@@ -269,18 +268,17 @@ def print_table(groups: list[Group], title: str) -> None:
         if rank_in_block and g.block not in rank_in_block:
             table.add_section()
         rank_in_block[g.block] = i = rank_in_block.get(g.block, 0) + 1
-        p = "" if g.p_value is None or math.isnan(g.p_value) else f" p={g.p_value:.3f}"
         table.add_row(
             str(i) if g.ok else "-",  # groups without a completed run are not ranked
             g.name,
             g.block or "-",
             f"{len(g.ok)}/{len(g.runs)}",
-            pm(g.stats["final_acc"]),
-            pm(g.stats["best_acc"], ci=False),
-            pm(g.stats["final_loss"], ci=False),
-            target_cell(g),
-            pm(g.stats["wall_seconds"], 1, ci=False),
-            g.verdict + p,
+            str(len(g.diverged)),
+            mean_ci(g.stats["final_acc"]),
+            per_seed(g),
+            delta(g.vs_best),
+            pval(g.p_holm),
+            g.verdict,
         )
     console = Console()
     if not console.is_terminal:  # logs and pipes: do not squeeze into 80 columns

@@ -4,6 +4,9 @@ A run folder is what every runtime writes (``config.yaml``, ``metrics.jsonl``,
 ``result.json``); reports read nothing else, so runs of any runtime compare. A
 Hydra job folder that died before writing ``config.yaml`` is still found through
 its ``.hydra/config.yaml`` and reported as failed.
+
+A sweep folder made by ``fedlearn-compare`` says what each run is for by where it
+lies (:data:`LAYOUT`); in any other folder every run is a compared one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from fedlearn import records
 # Settings that never make runs different experiments.
 IGNORED = ("seed", "resume", "progress")
 
+RUNS, TUNING, REFERENCES = "runs", "tuning", "references"
+CENTRAL, IID = "centralized", "iid"
+LAYOUT = {
+    RUNS: "runs/<block>/<strategy>/seed=<s>: the compared runs",
+    TUNING: "tuning/<block>/<strategy>/<sampled values>: tuning trials (tune seed)",
+    REFERENCES: "references/<block>/centralized/seed=<s> and references/<block>/iid/<strategy>/"
+    "seed=<s>: the centralized baseline and the IID run of each strategy",
+}
+
 
 @dataclass
 class Run:
@@ -31,6 +43,9 @@ class Run:
     metrics: list[dict[str, Any]]
     status: str  # completed | stopped | failed | incomplete
     error: str | None = None
+    role: str = RUNS  # RUNS, TUNING, CENTRAL or IID (from the folder layout)
+    slug: str = ""  # the block folder of a compare sweep ("" elsewhere)
+    strategy: str = ""  # the strategy folder name of a compare sweep
     group: str = ""  # strategy and every swept setting but the seed
     block: str = ""  # the swept settings that are not the strategy's (ranked separately)
     series: dict[str, list[float]] = field(default_factory=dict)
@@ -68,8 +83,23 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_run(path: Path) -> Run:
-    """One run folder; a missing or unfinished result makes the run failed/incomplete."""
+def place(root: Path, path: Path) -> tuple[str, str, str]:
+    """``(role, block slug, strategy folder)`` of a run folder from its place in a
+    compare sweep (:data:`LAYOUT`); ``(RUNS, "", "")`` for any other layout."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return RUNS, "", ""
+    if len(parts) >= 4 and parts[0] in (RUNS, TUNING):
+        return parts[0], parts[1], parts[2]
+    if len(parts) >= 4 and parts[0] == REFERENCES and parts[2] in (CENTRAL, IID):
+        return parts[2], parts[1], parts[3] if parts[2] == IID else CENTRAL
+    return RUNS, "", ""
+
+
+def read_run(path: Path, root: Path | None = None) -> Run:
+    """One run folder; a missing or unfinished result makes the run failed/incomplete.
+    With the sweep's ``root``, the run's role comes from its place in it."""
     cfg_path = path / records.CONFIG
     config = _load_yaml(cfg_path if cfg_path.exists() else path / ".hydra" / "config.yaml")
     config.pop("hydra", None)
@@ -87,7 +117,8 @@ def read_run(path: Path) -> Run:
             status, error = "failed", "the run never started (no config.yaml)"
     else:
         status, error = str(result.get("status", "failed")), result.get("error")
-    return Run(path, flatten(config), result, metrics, status, error)
+    role, slug, strategy = place(root, path) if root is not None else (RUNS, "", "")
+    return Run(path, flatten(config), result, metrics, status, error, role, slug, strategy)
 
 
 def _seed_like(runs: list[Run], key: str) -> bool:

@@ -1,8 +1,17 @@
-"""Small-sample statistics for comparing runs over seeds, without SciPy.
+"""Statistics over seeds (scipy): summaries, paired tests, Holm-Bonferroni.
 
-Student's t distribution through the regularized incomplete beta function
-(continued fraction, Numerical Recipes 6.4): enough for confidence intervals
-and Welch's t-test on a handful of seeds, accurate to ~1e-10.
+Runs with the same seed share their partition, initial model and client sampling
+across strategies, so two strategies are compared seed by seed (paired), not as two
+independent samples.
+
+- A summary's interval is a bootstrap percentile interval of the mean (it lies within
+  the observed values, so an accuracy interval never leaves [0, 1]); with fewer than
+  ``BOOTSTRAP_MIN`` seeds there is none and reports show the per-seed values.
+- A paired comparison gives the mean difference with its Student-t interval, the
+  paired t-test and, from ``WILCOXON_MIN`` pairs on, the Wilcoxon signed-rank test.
+  Below that an exact two-sided Wilcoxon p-value cannot go under 0.05 (its smallest
+  value is 2 / 2**n: 0.0625 for five pairs), so it is not reported.
+- p-values of the comparisons within one block are corrected together (Holm).
 """
 
 from __future__ import annotations
@@ -11,105 +20,112 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from scipy import stats as sps
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for aa in (
-            m * (b - m) * x / ((qam + m2) * (a + m2)),
-            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-        ):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta function ``I_x(a, b)``."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_bt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    bt = math.exp(log_bt + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return bt * _betacf(a, b, x) / a
-    return 1.0 - bt * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """CDF of Student's t with ``df`` (real, > 0) degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Inverse of :func:`t_cdf` (bisection; ``0 < p < 1``)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"t quantile needs 0 < p < 1, got {p}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return 0.5 * (lo + hi)
+LEVEL = 0.95
+BOOTSTRAP_MIN = 5
+WILCOXON_MIN = 6
+RESAMPLES = 9999
 
 
 @dataclass
 class Summary:
-    """Mean, sample standard deviation and a two-sided t confidence interval."""
+    """Mean, sample std (ddof=1; 0 for one value), the values, and an interval."""
 
     n: int
     mean: float
-    std: float  # sample std (ddof=1); 0 for n == 1
-    ci_low: float  # NaN for n < 2: no interval from one value
+    std: float
+    values: tuple[float, ...]
+    ci_low: float | None = None  # bootstrap percentile interval of the mean (n >= 5)
+    ci_high: float | None = None
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def bootstrap_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (seeded: the same values give the same
+    interval); a degenerate sample gives its one value twice."""
+    xs = np.asarray(values, dtype=np.float64)
+    if np.ptp(xs) == 0.0:
+        return float(xs[0]), float(xs[0])
+    res = sps.bootstrap(
+        (xs,),
+        np.mean,
+        confidence_level=level,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def summarize(values: Sequence[float | None], level: float = LEVEL) -> Summary | None:
+    """Summary of the finite ``values`` (None when there are none)."""
+    xs = _finite(values)
+    if not xs:
+        return None
+    arr = np.asarray(xs)
+    std = float(arr.std(ddof=1)) if len(xs) > 1 else 0.0
+    out = Summary(len(xs), float(arr.mean()), std, tuple(xs))
+    if len(xs) >= BOOTSTRAP_MIN:
+        out.ci_low, out.ci_high = bootstrap_interval(xs, level)
+    return out
+
+
+@dataclass
+class Paired:
+    """``a - b`` over the seeds both have: effect size and tests (two-sided)."""
+
+    n: int
+    diff: float  # mean paired difference
+    ci_low: float  # Student-t interval of the mean difference
     ci_high: float
+    t: float
+    p_t: float  # paired t-test
+    p_wilcoxon: float | None  # Wilcoxon signed-rank (n >= WILCOXON_MIN)
 
-    @property
-    def half_width(self) -> float:
-        return (self.ci_high - self.ci_low) / 2.0
 
+def paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Paired | None:
+    """Paired comparison of ``a[i]`` with ``b[i]``; None with fewer than 2 pairs.
 
-def summarize(values: Sequence[float], level: float = 0.95) -> Summary | None:
-    """Summary of ``values`` (None when empty); the CI uses Student's t with n-1 df."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(xs)
-    if n == 0:
+    When every difference is the same the t statistic is infinite (or 0/0): the
+    p-value is then 0 for a nonzero difference and 1 for none.
+    """
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    n = len(d)
+    if n < 2:
         return None
-    mean = sum(xs) / n
-    if n == 1:
-        return Summary(1, mean, 0.0, math.nan, math.nan)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        t, p = (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
+        low = high = mean
+    else:
+        res = sps.ttest_rel(a, b)
+        t, p = float(res.statistic), float(res.pvalue)
+        half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+        low, high = mean - half, mean + half
+    p_w = None
+    if n >= WILCOXON_MIN:
+        p_w = 1.0 if not np.any(d) else float(sps.wilcoxon(d).pvalue)
+    return Paired(n, mean, low, high, t, p, p_w)
 
 
-def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float] | None:
-    """Welch's unequal-variance t-test: ``(t, df, two-sided p)``; None if a side has n < 2."""
-    sa, sb = summarize(a), summarize(b)
-    if sa is None or sb is None or sa.n < 2 or sb.n < 2:
-        return None
-    va, vb = sa.std**2 / sa.n, sb.std**2 / sb.n
-    diff = sa.mean - sb.mean
-    if va + vb == 0.0:  # no spread at all: equal means are the same, others differ
-        if diff == 0.0:
-            return 0.0, math.inf, 1.0
-        return math.copysign(math.inf, diff), math.inf, 0.0
-    t = diff / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))
-    p = 2.0 * (1.0 - t_cdf(abs(t), df))
-    return t, df, min(1.0, max(0.0, p))
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None entries are left out of the family).
+
+    Sorted ascending, ``p_(j)`` becomes ``max over i <= j of min(1, (m - i + 1) p_(i))``
+    with ``m`` the number of tests: rejecting where the adjusted p is below alpha
+    controls the family-wise error rate at alpha.
+    """
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    m = len(idx)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i]), 1):  # type: ignore[arg-type]
+        running = max(running, min(1.0, (m - rank + 1) * float(pvalues[i])))  # type: ignore[arg-type]
+        out[i] = running
+    return out
