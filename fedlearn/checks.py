@@ -65,8 +65,12 @@ def num_sampled(strategy: dict[str, Any], num_clients: int, key: str = "train") 
     return max(int(num_clients * fraction), minimum)
 
 
-def check_experiment(cfg: dict[str, Any]) -> None:
-    """All settings that can be checked before data or models are built."""
+def check_experiment(cfg: dict[str, Any], clients_here: bool = True) -> None:
+    """All settings that can be checked before data or models are built.
+
+    ``clients_here``: the runtime runs the clients on this machine, so the device
+    they are given must exist here (``Runtime.clients_here``); elsewhere only its
+    spelling is checked (a Ray cluster's or a remote client's GPU)."""
     n = _positive_int(cfg, "num_clients")
     _positive_int(cfg, "num_rounds")
     _positive_int(cfg, "client.local_epochs")
@@ -104,10 +108,7 @@ def check_experiment(cfg: dict[str, Any]) -> None:
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    # Clients of the in-process runtime train on this machine; Ray's and gRPC's may
-    # have GPUs the server does not, so only the spelling is checked for them.
-    here = cfg.get("runtime", {}).get("name", "inprocess") == "inprocess"
-    _check_device("client.device", cfg["client"].get("device", "auto"), here)
+    _check_device("client.device", cfg["client"].get("device", "auto"), clients_here)
     srv = cfg.get("server", {})
     _check_device("server.device", srv.get("device", "auto"), True)
     if float(srv.get("round_timeout", 1)) <= 0:

@@ -22,6 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from fedlearn.checks import ConfigError, check_choices
+from fedlearn.records import RunFailed
 
 
 def _quiet_flower() -> None:
@@ -113,6 +114,9 @@ def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[]
             fail(err)
         except KeyboardInterrupt as stop:
             interrupted(stop)
+        except RunFailed as err:  # the ServerApp raised: its folder says how far it got
+            print(f"fedlearn: run failed: {err}", file=sys.stderr)
+            sys.exit(1)
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)

@@ -1,22 +1,27 @@
-"""Run an experiment from a composed config: build objects once, pick a runtime, run.
+"""Run an experiment from a composed config: build the app and the runtime once, run.
 
 ``run(cfg, run_dir)`` is what ``fedlearn-simulate`` calls under ``@hydra.main``;
 ``simulate(overrides)`` composes the same config from Python (notebooks, tests).
+The runtime is whatever ``conf/runtime/<name>.yaml`` builds
+(:class:`fedlearn.runtime.base.Runtime`); :func:`run` is the one place where a
+run starts, where each metrics line is emitted (``job.setup.on_round``) and
+where it ends.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -28,6 +33,7 @@ from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import ServerSetup, make_server_app
 from fedlearn.data import load_dataset
 from fedlearn.models import build_model
+from fedlearn.runtime.base import FEDLEARN_CLIENT_APP, Runtime
 
 log = logging.getLogger("fedlearn")
 
@@ -65,6 +71,7 @@ def _resume_config(resume: str, overrides: list[str]) -> dict[str, Any]:
             raise checks.ConfigError(f"resume: {key} of an existing run cannot change; drop {item}")
         if key != "resume" and not key.startswith("hydra"):
             dotlist.append(item.lstrip("+"))
+
     merged = OmegaConf.merge(OmegaConf.load(saved_path), OmegaConf.from_dotlist(dotlist))
     plain = _plain(merged)
     plain["resume"] = str(resume)
@@ -105,9 +112,12 @@ def train_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_setup(cfg: dict[str, Any], run_dir: Path) -> ServerSetup:
-    """Validate the config and build the server side: strategy, model, central eval."""
-    checks.check_experiment(cfg)
+def build_setup(cfg: dict[str, Any], run_dir: Path, clients_here: bool = True) -> ServerSetup:
+    """Validate the config and build the server side: strategy, model, central eval.
+
+    ``clients_here``: the runtime runs the clients on this machine (their device is
+    checked here)."""
+    checks.check_experiment(cfg, clients_here)
     data = load_dataset(cfg["dataset"])
     torch.manual_seed(int(cfg["seed"]))
     model = build_model(cfg["model"], data.spec)
@@ -142,14 +152,6 @@ def _check_partitions(cfg: dict[str, Any]) -> None:
 
 
 @contextmanager
-def _interruptible(run_dir: Path) -> Iterator[None]:
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted(run_dir) from None
-
-
-@contextmanager
 def long_lived_objects() -> Iterator[None]:
     """Keep the garbage collector off what is alive now (modules, data, model) for the
     duration: every full collection would otherwise walk torch's and Flower's objects
@@ -172,6 +174,61 @@ class Interrupted(KeyboardInterrupt):
         self.run_dir = run_dir
 
 
+@dataclass
+class Job:
+    """What one run executes: a ServerApp and a ClientApp over ``nodes``.
+
+    ``setup`` is where the run's metrics lines go (``on_round``) and its summary is
+    kept (``result``).
+    """
+
+    server_app: ServerApp
+    client_app: ClientApp
+    client_ref: str
+    nodes: list[dict[str, Any]]
+    run_config: dict[str, Any]
+    setup: ServerSetup
+    num_rounds: int | None
+
+
+def build_runtime(cfg: dict[str, Any]) -> Runtime:
+    """The runtime ``conf/runtime/<name>.yaml`` names, given only its own settings."""
+    runtime = instantiate(cfg["runtime"], _convert_="all")
+    if not isinstance(runtime, Runtime):
+        raise checks.ConfigError(
+            f"runtime._target_={cfg['runtime'].get('_target_')} is a {type(runtime).__name__},"
+            " not a fedlearn.runtime.base.Runtime"
+        )
+    return runtime
+
+
+def _own_job(cfg: dict[str, Any], run_dir: Path, runtime: Runtime) -> Job:
+    """fedlearn's own app: strategy, model and data from the config."""
+    setup = build_setup(cfg, run_dir, runtime.clients_here)
+    _check_partitions(cfg)
+    if cfg.get("resume") and runtime.client_state == "none" and keeps_client_state(setup):
+        raise checks.ConfigError(
+            f"resume={cfg['resume']}: {type(runtime).__name__} cannot restore client state"
+            f" (Context.state), which {type(setup.strategy).__name__}'s clients keep;"
+            " start a new run"
+        )
+    return Job(
+        make_server_app(setup),
+        client_module.app,
+        FEDLEARN_CLIENT_APP,
+        node_configs(cfg),
+        client_run_config(cfg),
+        setup,
+        setup.num_rounds,
+    )
+
+
+def keeps_client_state(setup: ServerSetup) -> bool:
+    """Whether the strategy's client half keeps ``Context.state`` (SCAFFOLD, FedDyn)."""
+    inner = getattr(setup.strategy, "strategy", setup.strategy)  # under central DP
+    return bool(getattr(inner, "keeps_client_state", False))
+
+
 def run(
     cfg: DictConfig | dict[str, Any], run_dir: Path, overrides: list[str] | None = None
 ) -> dict[str, Any]:
@@ -179,59 +236,44 @@ def run(
 
     With ``resume=<run folder>`` the run continues in that folder from its latest
     checkpoint, under its saved config plus any plain ``key=value`` ``overrides``.
+    A run whose ServerApp raises ends with ``status: failed`` in result.json and
+    :class:`~fedlearn.records.RunFailed`.
     """
     plain = _plain(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    overrides = list(overrides or [])
     if plain.get("resume"):
         run_dir = Path(plain["resume"])
-        plain = _resume_config(plain["resume"], list(overrides or []))
+        plain = _resume_config(plain["resume"], overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
-    setup = build_setup(plain, run_dir)
-    _check_partitions(plain)
+    runtime = build_runtime(plain)
+    job = _own_job(plain, run_dir, runtime)
     if not plain.get("resume"):
         (run_dir / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
-    runtime = plain["runtime"]["name"]
     done = len([m for m in records.read_metrics(run_dir) if m.get("round", 0) > 0])
-    progress = console.round_progress(setup.num_rounds, done + 1, bool(plain.get("progress", True)))
-    with long_lived_objects(), progress as cb, _interruptible(run_dir):
-        setup.on_round = cb
-        if runtime == "inprocess":
-            _run_inprocess(plain, setup)
-        elif runtime == "ray":
-            from fedlearn.runtime.ray import run_ray
-
-            run_ray(plain, make_server_app(setup), client_module.app, node_configs(plain))
-        elif runtime == "grpc":
-            from fedlearn.runtime.grpc.launch import run_local_deployment
-
-            run_local_deployment(plain, setup)
-        else:
-            raise checks.ConfigError(
-                f"unknown runtime '{runtime}'; choose from: inprocess, ray, grpc"
-            )
-    if plain.get("progress", True):
-        title = f"{setup.result['strategy']} - {setup.result['status']} - {run_dir}"
+    show = bool(plain.get("progress", True))
+    progress = console.round_progress(job.num_rounds, done + 1, show)
+    with long_lived_objects(), records.run_log(run_dir):
+        try:
+            with progress as cb:
+                job.setup.on_round = cb  # every metrics line of the run passes here
+                runtime.run(
+                    job.server_app,
+                    job.client_app,
+                    job.nodes,
+                    job.run_config,
+                    run_dir,
+                    client_ref=job.client_ref,
+                )
+        except KeyboardInterrupt:
+            raise Interrupted(run_dir) from None
+        except Exception as exc:
+            if job.setup.result.get("status") != "failed":
+                raise  # the runtime's own error (e.g. too few gRPC clients), not the app's
+            log.error("the ServerApp raised", exc_info=exc)
+            raise records.RunFailed(run_dir, job.setup.result["error"]) from exc
+        finally:
+            runtime.close()
+    if show:
+        title = f"{job.setup.result['strategy']} - {job.setup.result['status']} - {run_dir}"
         console.console.print(console.results_table(records.read_metrics(run_dir), title))
-    return setup.result
-
-
-def _run_inprocess(cfg: dict[str, Any], setup: ServerSetup) -> None:
-    from fedlearn.runtime.inprocess import InProcessGrid
-
-    workers = cfg["runtime"].get("workers") or os.cpu_count() or 1
-    threads = int(cfg["runtime"].get("client_threads", 1))
-    grid = InProcessGrid(
-        client_module.app, node_configs(cfg), client_run_config(cfg), int(workers), threads
-    )
-    # The server's own work (aggregation, central evaluation) uses the same thread
-    # count: small kernels run slower on two threads than on one, badly so when
-    # the cores are busy.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        server_app = make_server_app(setup)
-        server_app(
-            grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
-        )
-    finally:
-        torch.set_num_threads(saved)
-        grid.close()
+    return job.setup.result

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import pickle
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,16 @@ CONFIG = "config.yaml"
 MODEL = "model.pt"
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
+LOG = "fedlearn.log"  # Hydra's job log under the console scripts (hydra.job.name)
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
+
+
+class RunFailed(RuntimeError):
+    """The ServerApp raised; result.json says ``status: failed`` and the folder is kept."""
+
+    def __init__(self, run_dir: Path, error: str) -> None:
+        super().__init__(f"{error} (run folder kept: {run_dir}; traceback in its {LOG})")
+        self.run_dir = run_dir
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -129,3 +141,50 @@ def iter_run_dirs(root: Path) -> Iterator[Path]:
 def test_entry(line: dict[str, Any]) -> dict[str, Any]:
     """A metrics line's central test-set entry (``central`` in older run folders)."""
     return line.get("test") or line.get(LEGACY_TEST) or {}
+
+
+@contextmanager
+def run_log(run_dir: Path, flower_info: bool = False) -> Iterator[None]:
+    """``fedlearn.log`` in the run folder for the length of the run.
+
+    Under the console scripts it is Hydra's job log; from Python a handler of our
+    own. With ``flower_info`` (a Flower app) Flower's INFO lines, where its
+    strategies report each round, go to that file and not to the console (the
+    progress display stands for them there).
+    """
+    path = (run_dir / LOG).resolve()
+    root = logging.getLogger()
+    handler = next(
+        (
+            h
+            for h in root.handlers
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve() == path
+        ),
+        None,
+    )
+    ours = handler is None
+    if handler is None:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.INFO)
+        root.addHandler(handler)
+    flwr = logging.getLogger("flwr")
+    saved = (flwr.level, flwr.propagate, [(h, h.level) for h in flwr.handlers])
+    if flower_info:
+        for h, level in saved[2]:
+            h.setLevel(max(level, logging.WARNING))
+        flwr.setLevel(logging.INFO)
+        flwr.propagate = False
+        flwr.addHandler(handler)
+    try:
+        yield
+    finally:
+        if flower_info:
+            flwr.removeHandler(handler)
+            flwr.setLevel(saved[0])
+            flwr.propagate = saved[1]
+            for h, level in saved[2]:
+                h.setLevel(level)
+        if ours:
+            root.removeHandler(handler)
+            handler.close()

@@ -110,12 +110,18 @@ def test_cuda_without_cuda_is_refused_where_it_would_run(tmp_path) -> None:
         simulate([*TINY, "client.device=cuda"], tmp_path / "a")
     with pytest.raises(ConfigError, match="server.device=cuda:1 but CUDA is not available"):
         simulate([*TINY, "server.device=cuda:1"], tmp_path / "b")
-    # gRPC clients may have a GPU the server lacks: only the spelling is checked there.
+    # gRPC's remote clients may have a GPU the server lacks: only the spelling is checked
+    # there; its local clients run here.
     from fedlearn.checks import check_experiment
-    from fedlearn.experiment import _plain, compose_config
+    from fedlearn.experiment import _plain, build_runtime, compose_config
 
     grpc = [o for o in TINY if not o.startswith("runtime.")] + ["runtime=grpc"]
-    check_experiment(_plain(compose_config([*grpc, "client.device=cuda"])))
+    for extra, here in (["runtime.local_clients=0"], False), ([], True):
+        cfg = _plain(compose_config([*grpc, *extra, "client.device=cuda"]))
+        assert build_runtime(cfg).clients_here is here
+    check_experiment(_plain(compose_config([*grpc, "client.device=cuda"])), clients_here=False)
+    with pytest.raises(ConfigError, match="client.device=cuda but CUDA"):
+        check_experiment(_plain(compose_config([*grpc, "client.device=cuda"])), clients_here=True)
 
 
 @pytest.mark.parametrize(

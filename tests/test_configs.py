@@ -66,8 +66,16 @@ def test_partitioner_yaml_partitions_digits(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", checks.choices("runtime"))
-def test_runtime_yaml_composes(name: str) -> None:
-    assert compose_config([f"runtime={name}"]).runtime.name == name
+def test_runtime_yaml_builds_a_runtime(name: str) -> None:
+    from omegaconf import OmegaConf
+
+    from fedlearn.experiment import build_runtime
+    from fedlearn.runtime.base import Runtime
+
+    cfg = OmegaConf.to_container(compose_config([f"runtime={name}"]), resolve=True)
+    runtime = build_runtime(cfg)
+    assert isinstance(runtime, Runtime)
+    assert runtime.client_state in ("server", "clients", "none")
 
 
 @pytest.mark.parametrize("name", checks.choices("experiment"))

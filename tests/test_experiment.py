@@ -139,13 +139,16 @@ def test_fedprox_sends_proximal_mu(tiny: list[str], tmp_path, monkeypatch) -> No
 def test_gc_is_frozen_only_during_the_run(tiny: list[str], tmp_path, monkeypatch) -> None:
     import gc
 
-    from fedlearn import experiment
+    from fedlearn.runtime.inprocess import InProcessRuntime
 
     seen = []
-    inner = experiment._run_inprocess
-    monkeypatch.setattr(
-        experiment, "_run_inprocess", lambda *a: (seen.append(gc.get_freeze_count()), inner(*a))
-    )
+    inner = InProcessRuntime.run
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen.append(gc.get_freeze_count())
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessRuntime, "run", spy)
     gc.unfreeze()
     simulate(tiny, tmp_path / "a")
     assert seen[0] > 0 and gc.get_freeze_count() == 0  # nothing is kept frozen afterwards
@@ -166,3 +169,23 @@ def test_fedadam_keeps_the_models_dtype(tiny: list[str], tmp_path) -> None:
     assert len({m["bytes_sent"] for m in rounds}) == 1
     state = torch.load(tmp_path / records.MODEL)
     assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
+
+
+def test_a_serverapp_that_raises_fails_the_run_and_keeps_the_folder(
+    tiny: list[str], tmp_path, monkeypatch
+) -> None:
+    from flwr.serverapp.strategy import FedAvg
+
+    original = FedAvg.aggregate_train
+
+    def broken(self, server_round, replies):  # noqa: ANN001, ANN202
+        if server_round == 2:
+            raise ArithmeticError("aggregation broke")
+        return original(self, server_round, replies)
+
+    monkeypatch.setattr(FedAvg, "aggregate_train", broken)
+    with pytest.raises(records.RunFailed, match="ArithmeticError: aggregation broke"):
+        simulate(tiny, run_dir=tmp_path)
+    result = json.loads((tmp_path / records.RESULT).read_text())
+    assert result["status"] == "failed" and result["rounds_completed"] == 1
+    assert "Traceback" in (tmp_path / records.LOG).read_text()  # the details, for whoever debugs

@@ -84,7 +84,7 @@ def test_in_process_runtime_with_sampling(tmp_path) -> None:
     result, lines, ckpt = simulate_small("feddyn", tmp_path)
     assert_learns(result, lines)
     assert any(np.abs(v).sum() > 0 for v in ckpt["strategy"]["h"].values())
-    holders = [n for n, st in ckpt["grid"].items() if client_strategies.FEDDYN_STATE in st]
+    holders = [n for n, st in ckpt["clients"].items() if client_strategies.FEDDYN_STATE in st]
     assert 3 <= len(holders) <= 6
 
 

@@ -58,7 +58,7 @@ def test_run_key_is_made_once_per_run_folder(tmp_path) -> None:
 
 
 def test_local_clients_get_a_state_file_in_the_run_folder(tmp_path) -> None:
-    args = client_args(5000, 1, 2, {"runtime": {}}, None, tmp_path)
+    args = client_args(5000, 1, 2, None, tmp_path, {})
     assert args[args.index("--state-file") + 1] == str(tmp_path / "client-1.state")
 
 

@@ -48,7 +48,7 @@ def test_context_persists_content_is_copied_errors_become_replies(workers: int) 
             assert replies[2].has_error() and replies[2].error.code == CLIENT_EXCEPTION
             assert "boom" in replies[2].error.reason
             assert all(r.metadata.reply_to_message_id for r in replies)
-        assert int(grid.state_dict()[FIRST_NODE_ID]["count"]["n"]) == 2
+        assert int(grid.client_states()[str(FIRST_NODE_ID)]["count"]["n"]) == 2
     finally:
         grid.close()
 

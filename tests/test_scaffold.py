@@ -124,9 +124,9 @@ def test_in_process_runtime_with_sampling(tmp_path) -> None:
     control = ckpt["strategy"]["control"]
     assert control and any(np.abs(v).sum() > 0 for v in control.values())
     # Only clients that were sampled at least once hold a c_i (3 of 6 a round).
-    holders = [n for n, st in ckpt["grid"].items() if "scaffold-ci" in st]
+    holders = [n for n, st in ckpt["clients"].items() if "scaffold-ci" in st]
     assert 3 <= len(holders) <= 6
-    assert set(ckpt["grid"][holders[0]]["scaffold-ci"].keys()) == set(control)
+    assert set(ckpt["clients"][holders[0]]["scaffold-ci"].keys()) == set(control)
     # Client state survives worker processes: same run with 2 workers, same numbers.
     result2, _, _ = simulate_small("scaffold", tmp_path / "w2", "runtime.workers=2")
     assert result2["final"] == result["final"]

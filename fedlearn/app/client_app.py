@@ -174,26 +174,3 @@ def evaluate(msg: Message, context: Context) -> Message:
         "num-examples": res["num-examples"],
     }
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
-
-
-def with_run_config(run_config: dict) -> ClientApp:
-    """This ClientApp's handlers behind a Flower mod that supplies ``run_config``.
-
-    For Flower's ``run_simulation`` (the Ray runtime): it gives nodes an empty
-    ``run_config`` unless the app is installed as a FAB, so the mod fills it in
-    exactly as a SuperNode would from the app's config. Flower refuses a
-    Context whose run_config changed, so it is put back after the call.
-    """
-
-    def fill_run_config(msg: Message, context: Context, call_next):  # noqa: ANN001, ANN202
-        original = context.run_config
-        context.run_config = {**run_config, **original}
-        try:
-            return call_next(msg, context)
-        finally:
-            context.run_config = original
-
-    shim = ClientApp(mods=[fill_run_config])
-    shim.train()(train)
-    shim.evaluate()(evaluate)
-    return shim

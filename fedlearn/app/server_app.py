@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import Strategy
 from fedlearn import records
 from fedlearn.app.arrays import cast_like, to_state_dict
 from fedlearn.app.tracking import TrackingGrid
+from fedlearn.runtime.base import ClientStateStore
 
 log = logging.getLogger("fedlearn")
 
@@ -104,11 +105,16 @@ def _mean_metrics(record: MetricRecord | None) -> dict[str, Any]:
     return dict(record) if record is not None else {}
 
 
+def _store(grid: Grid) -> ClientStateStore | None:
+    """The runtime's Grid (under fedlearn's TrackingGrid) when it holds client state."""
+    inner = getattr(grid, "inner", grid)
+    return inner if isinstance(inner, ClientStateStore) else None
+
+
 def _state(setup: ServerSetup, grid: Grid, arrays: ArrayRecord) -> dict[str, Any]:
     state = {"arrays": arrays, "strategy": strategy_state(setup.strategy)}
-    inner = getattr(grid, "inner", grid)
-    if hasattr(inner, "state_dict"):  # e.g. the in-process Grid's client Contexts
-        state["grid"] = inner.state_dict()
+    if (store := _store(grid)) is not None:  # every node's Context.state
+        state["clients"] = store.client_states()
     return state
 
 
@@ -117,9 +123,8 @@ def _restore(setup: ServerSetup, grid: Grid) -> tuple[ArrayRecord, int]:
     if ckpt is None:
         return setup.initial_arrays, 1
     vars(setup.strategy).update(ckpt["strategy"])
-    inner = getattr(grid, "inner", grid)
-    if "grid" in ckpt and hasattr(inner, "load_state_dict"):
-        inner.load_state_dict(ckpt["grid"])
+    if "clients" in ckpt and (store := _store(grid)) is not None:
+        store.load_client_states(ckpt["clients"])
     records.truncate_metrics(setup.run_dir, ckpt["round"])
     log.info("resuming %s after round %d", setup.run_dir, ckpt["round"])
     return ckpt["arrays"], ckpt["round"] + 1

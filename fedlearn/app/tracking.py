@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Error, Message, RecordDict
 from flwr.serverapp.grid import Grid
-from flwr.supercore.run import Run
 
 from fedlearn.app.arrays import NUMPY, view
+from fedlearn.runtime.base import DelegatingGrid
 
 log = logging.getLogger("fedlearn")
 
@@ -79,31 +79,12 @@ class RoundStats:
     first_error: str | None = None  # why the first failed client failed
 
 
-class TrackingGrid(Grid):
+class TrackingGrid(DelegatingGrid):
     """Delegate to ``inner``; record :class:`RoundStats` for every exchange."""
 
     def __init__(self, inner: Grid) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.last = RoundStats()
-
-    def set_run(self, run: Run) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.inner.run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001, ANN201
-        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

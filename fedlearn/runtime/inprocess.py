@@ -1,5 +1,8 @@
 """The in-process runtime: a Flower Grid that calls the ClientApp directly.
 
+:class:`InProcessRuntime` (``conf/runtime/inprocess.yaml``) runs a ServerApp on
+an :class:`InProcessGrid`, which executes a round's messages in ``_execute``.
+
 No SuperLink, no serialization, no polling: ``send_and_receive`` hands each
 message to the ClientApp and returns its reply. It keeps one Flower Context
 per node across rounds (client state persists), gives each client its own
@@ -25,15 +28,18 @@ import traceback
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 
 from fedlearn.runtime import set_server_identity
+from fedlearn.runtime.base import FEDLEARN_CLIENT_APP, Runtime, server_context
 
 log = logging.getLogger("fedlearn")
 
@@ -99,6 +105,13 @@ def _start_method() -> str:
     return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
 
 
+def _check_counts(workers: int, threads: int) -> None:
+    if workers < 1:
+        raise ValueError(f"runtime.workers must be >= 1, got {workers}")
+    if threads < 1:
+        raise ValueError(f"runtime.client_threads must be >= 1, got {threads}")
+
+
 class InProcessGrid(Grid):
     """A Grid over ``len(node_configs)`` virtual nodes running ``client_app``.
 
@@ -125,10 +138,7 @@ class InProcessGrid(Grid):
         threads: int = 1,
         run_id: int = 1,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"runtime.workers must be >= 1, got {workers}")
-        if threads < 1:
-            raise ValueError(f"runtime.client_threads must be >= 1, got {threads}")
+        _check_counts(workers, threads)
         self.client_app = client_app
         self.workers = workers
         self.threads = threads
@@ -217,13 +227,56 @@ class InProcessGrid(Grid):
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    # -- checkpointing of client state -----------------------------------------
-    def state_dict(self) -> dict[int, RecordDict]:
-        """Every node's Context state (e.g. SCAFFOLD's control variates)."""
-        return {node: ctx.state for node, ctx in self.contexts.items()}
+    # -- ClientStateStore (fedlearn.runtime.base) --------------------------------
+    def client_states(self) -> dict[str, RecordDict]:
+        """Every node's Context state (e.g. SCAFFOLD's control variates), by node id."""
+        return {str(node): ctx.state for node, ctx in self.contexts.items()}
 
-    def load_state_dict(self, state: dict[int, RecordDict]) -> None:
-        """Restore node states saved by :meth:`state_dict`."""
-        for node, st in state.items():
-            if node in self.contexts:
-                self.contexts[node].state = st
+    def load_client_states(self, states: dict[str, RecordDict]) -> None:
+        """Restore node states saved by :meth:`client_states`."""
+        for node, st in states.items():
+            if int(node) in self.contexts:
+                self.contexts[int(node)].state = st
+
+
+class InProcessRuntime(Runtime):
+    """Clients called in this process (or its worker processes): ``conf/runtime/inprocess.yaml``.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Processes running clients; None: one per CPU core. Results do not depend on it.
+    client_threads : int
+        torch threads per client, and for the server's own work.
+    """
+
+    clients_here = True
+    client_state = "server"  # the Grid holds every node's Context
+
+    def __init__(self, workers: int | None = None, client_threads: int = 1) -> None:
+        self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        self.threads = int(client_threads)
+        _check_counts(self.workers, self.threads)
+
+    def run(
+        self,
+        server_app: ServerApp,
+        client_app: ClientApp,
+        nodes: list[dict[str, Any]],
+        run_config: dict[str, Any],
+        run_dir: Path,
+        *,
+        client_ref: str = FEDLEARN_CLIENT_APP,
+    ) -> None:
+        """Run ``server_app`` on an :class:`InProcessGrid` over ``nodes``."""
+        grid = InProcessGrid(client_app, nodes, run_config, self.workers, self.threads)
+        # The server's own work (aggregation, central evaluation) uses the same thread
+        # count: small kernels run slower on two threads than on one, badly so when
+        # the cores are busy.
+        saved = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            server_app(grid, server_context(run_config, grid.run.run_id))
+        finally:
+            torch.set_num_threads(saved)
+            grid.close()

@@ -4,19 +4,32 @@ For many cores, GPUs (fractional ``num_gpus`` per client) or a Ray cluster
 (``runtime.init_args.address=auto``). It runs the same ServerApp and ClientApp
 as the in-process runtime; only the Grid differs (Flower's in-memory Grid over
 Ray actors, which polls for replies every 0.1 s).
+
+Flower's engine keeps each node's Context where fedlearn cannot save it, and
+gives nodes new ids at every start, so the server keeps the client state itself
+and carries it in the messages (:mod:`fedlearn.runtime.carry`): checkpoints hold
+it and a resumed run continues with it, for any ClientApp and any Ray cluster.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
+from flwr.app import Context
 from flwr.clientapp import ClientApp
-from flwr.serverapp import ServerApp
+from flwr.serverapp import Grid, ServerApp
 
-from fedlearn.app.client_app import with_run_config
-from fedlearn.app.run_config import client_run_config
+from fedlearn.runtime.base import (
+    FEDLEARN_CLIENT_APP,
+    ModdedClientApp,
+    Runtime,
+    run_config_mod,
+)
+from fedlearn.runtime.carry import StateCarryingGrid, carry_state
 
 log = logging.getLogger("fedlearn")
 
@@ -43,7 +56,7 @@ def _quiet() -> None:
 
 
 def backend_config(runtime: dict[str, Any]) -> dict[str, Any]:
-    """Flower's backend config from ``conf/runtime/ray.yaml``."""
+    """Flower's backend config from ``conf/runtime/ray.yaml``'s settings."""
     res = dict(runtime.get("client_resources") or {})
     num_cpus = float(res.get("num_cpus", 1))
     num_gpus = float(res.get("num_gpus", 0.0))
@@ -59,36 +72,79 @@ def backend_config(runtime: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_ray(
-    cfg: dict[str, Any],
-    server_app: ServerApp,
-    client_app: ClientApp,
-    node_configs: list[dict[str, Any]],
-) -> None:
-    """Run ``server_app`` against ``len(node_configs)`` Ray-simulated nodes.
+def carrying_state(server_app: ServerApp, run_config: dict[str, Any]) -> ServerApp:
+    """``server_app`` given a :class:`StateCarryingGrid` over Flower's Grid, and the
+    run's config in its Context (the Python simulation API leaves it empty)."""
+    app = ServerApp()
 
-    Flower assigns node i the node_config ``{partition-id: i, num-partitions: n}``,
-    which is what ``node_configs`` holds for the simulated runtimes.
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        context.run_config = {**run_config, **context.run_config}
+        server_app(StateCarryingGrid(grid), context)
+
+    return app
+
+
+class RayRuntime(Runtime):
+    """Flower's Ray simulation engine: ``conf/runtime/ray.yaml``.
+
+    Parameters
+    ----------
+    client_resources : dict
+        Ray resources per client: ``num_cpus``, ``num_gpus`` (fractions share a GPU).
+    init_args : dict
+        Passed to ``ray.init`` (e.g. ``{address: auto}`` to join a running cluster).
     """
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ValueError(
-            "runtime=ray needs Ray: pip install 'fedlearn[ray]' (or flwr[simulation])"
-        ) from None
-    _quiet()
-    from flwr.simulation import run_simulation
 
-    try:
-        run_simulation(
-            server_app=server_app,
-            client_app=with_run_config(client_run_config(cfg)) if client_app else client_app,
-            num_supernodes=len(node_configs),
-            backend_name="ray",
-            backend_config=backend_config(cfg["runtime"]),
+    client_state = "server"  # carried in the messages, see the module docstring
+
+    def __init__(
+        self,
+        client_resources: dict[str, Any] | None = None,
+        init_args: dict[str, Any] | None = None,
+    ) -> None:
+        self.backend = backend_config(
+            {"client_resources": client_resources or {}, "init_args": init_args or {}}
         )
-    finally:
-        import ray
+        # A cluster's nodes may have devices this machine has not; a local Ray has
+        # exactly this machine's.
+        self.clients_here = not (init_args or {}).get("address")
 
-        if ray.is_initialized():
-            ray.shutdown()
+    def run(
+        self,
+        server_app: ServerApp,
+        client_app: ClientApp,
+        nodes: list[dict[str, Any]],
+        run_config: dict[str, Any],
+        run_dir: Path,
+        *,
+        client_ref: str = FEDLEARN_CLIENT_APP,
+    ) -> None:
+        """Run on ``len(nodes)`` Ray-simulated nodes.
+
+        Flower assigns node i the node_config ``{partition-id: i, num-partitions: n}``,
+        which is what ``nodes`` holds for a simulation.
+        """
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "runtime=ray needs Ray: pip install 'fedlearn[ray]' (or flwr[simulation])"
+            ) from None
+        _quiet()
+        from flwr.simulation import run_simulation
+
+        client = ModdedClientApp(client_app, [run_config_mod(run_config), carry_state])
+        try:
+            run_simulation(
+                server_app=carrying_state(server_app, run_config),
+                client_app=client,
+                num_supernodes=len(nodes),
+                backend_name="ray",
+                backend_config=copy.deepcopy(self.backend),  # Flower fills it in
+            )
+        finally:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()

@@ -44,6 +44,8 @@ class FedDyn(FedAvg):
         Passed to :class:`flwr.serverapp.strategy.FedAvg`.
     """
 
+    keeps_client_state = True  # its client half keeps a term in Context.state across rounds
+
     def __init__(self, *, alpha: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.alpha = positive("alpha", alpha)

@@ -51,6 +51,8 @@ class Scaffold(FedAvg):
         Passed to :class:`flwr.serverapp.strategy.FedAvg`.
     """
 
+    keeps_client_state = True  # its client half keeps a term in Context.state across rounds
+
     def __init__(self, *, server_learning_rate: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.server_learning_rate = positive("server_learning_rate", server_learning_rate)

@@ -1,18 +1,20 @@
 """Serve a run over gRPC, optionally with client processes on this machine.
 
-:func:`run_local_deployment` is the gRPC branch of ``fedlearn.experiment.run``:
-the lead's ServerApp runs unchanged against a :class:`GrpcGrid`. With
-``runtime.local_clients`` > 0 (``fedlearn-launch``, ``fedlearn-simulate
-runtime=grpc``) it also starts that many ``fedlearn-client`` processes, one
-partition each, with a CA, certificates and tokens generated into the run
-folder's ``certs/`` (or plaintext on loopback with ``runtime.insecure=true``).
-``fedlearn-server`` sets ``local_clients=0`` and only serves. Local clients are
-forked from this process where the platform allows it (they share its loaded
-libraries and data), before any gRPC object exists.
+:class:`GrpcRuntime` (``conf/runtime/grpc.yaml``) runs any ServerApp unchanged
+against a :class:`GrpcGrid`. With local clients (``fedlearn-launch``,
+``fedlearn-simulate runtime=grpc``: one per node unless ``runtime.local_clients``
+says otherwise) it also starts that many ``fedlearn-client`` processes running
+the ClientApp, one partition each, with a CA, certificates and tokens generated
+into the run folder's ``certs/`` (or plaintext on loopback with
+``runtime.insecure=true``). ``fedlearn-server`` sets ``local_clients=0`` and
+only serves. Local clients are forked from this process where the platform
+allows it (they share its loaded libraries and data), before any gRPC object
+exists.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing as mp
 import os
@@ -24,23 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 
-from fedlearn.app.run_config import client_run_config
-from fedlearn.app.server_app import ServerSetup, make_server_app
+from fedlearn.runtime.base import FEDLEARN_CLIENT_APP, Runtime, server_context
 from fedlearn.runtime.grpc.certs import make_pki
 from fedlearn.runtime.grpc.client_state import RUN_KEY, run_key
 from fedlearn.runtime.grpc.grid import GrpcGrid
 from fedlearn.runtime.grpc.server import GrpcServer
 from fedlearn.runtime.grpc.settings import GRPC_IN_USE, DeploySettings, log
-
-
-def local_client_count(cfg: dict[str, Any]) -> int:
-    """How many client processes to start on this machine."""
-    n = cfg["runtime"].get("local_clients")
-    n = int(cfg["num_clients"]) if n is None else int(n)
-    if n < 0:
-        raise ValueError(f"runtime.local_clients={n}: must be >= 0 (null: num_clients)")
-    return n
 
 
 def _local_settings(settings: DeploySettings, run_dir: Path, n: int) -> tuple[DeploySettings, Any]:
@@ -71,13 +65,16 @@ def _local_settings(settings: DeploySettings, run_dir: Path, n: int) -> tuple[De
 
 
 def client_args(
-    port: int, k: int, n: int, cfg: dict[str, Any], pki: Any, folder: Path
+    port: int, k: int, n: int, pki: Any, folder: Path, options: dict[str, Any]
 ) -> list[str]:
     """The ``fedlearn-client`` arguments of local client ``k`` of ``n``; its state file
-    in ``folder``, so a resumed run's clients carry on with their state."""
+    in ``folder``, so a resumed run's clients carry on with their state. ``options``:
+    ``app`` (module:attr), ``threads``, ``reconnect_timeout``."""
     cmd = [
         "--server",
         f"127.0.0.1:{port}",
+        "--app",
+        str(options.get("app", FEDLEARN_CLIENT_APP)),
         "--node-name",
         f"client-{k}",
         "--partition-id",
@@ -85,9 +82,9 @@ def client_args(
         "--num-partitions",
         str(n),
         "--threads",
-        str(int(cfg["runtime"].get("client_threads") or 1)),
+        str(int(options.get("threads") or 1)),
         "--reconnect-timeout",
-        str(float(cfg["runtime"].get("wait_timeout", 300))),
+        str(float(options.get("reconnect_timeout", 300))),
         "--state-file",
         str(folder / f"client-{k}.state"),
     ]
@@ -166,65 +163,100 @@ def _prepare_fork(run_config: dict[str, Any], n: int) -> None:
     client._warm_up()
 
 
-def run_local_deployment(cfg: dict[str, Any], setup: ServerSetup) -> None:
-    """Run ``setup``'s ServerApp over gRPC; with local clients, start and reap them too."""
-    raw = dict(cfg["runtime"])
-    if raw.get("round_timeout") is None:
-        raw["round_timeout"] = setup.round_timeout
-    settings = DeploySettings.from_dict(raw, check=False)
-    n_local = local_client_count(cfg)
-    pki = None
-    if n_local:
-        settings, pki = _local_settings(settings, setup.run_dir, n_local)
-    settings.validate()
-    procs: list[Any] = []
-    logs = setup.run_dir / "clients"
-    level = log.level
-    if n_local and cfg.get("progress", True):
-        log.setLevel(logging.WARNING)  # the progress display says who trained; logs: clients/
-    # The run's key lets a restarted client (--state-file) know it rejoins the same run.
-    run_config = {**client_run_config(cfg), RUN_KEY: run_key(setup.run_dir)}
-    grid = GrpcGrid(run_config, round_timeout=settings.round_timeout)
-    server = GrpcServer(grid, settings)  # (no gRPC object exists before start())
-    reason = "run failed"
-    try:
+class GrpcRuntime(Runtime):
+    """fedlearn's gRPC coordinator, with or without client processes on this machine.
+
+    Settings are those of ``conf/runtime/grpc.yaml``: every key of
+    :class:`~fedlearn.runtime.grpc.settings.DeploySettings`, plus ``local_clients``
+    (client processes to start here; None: one per node, 0: serve remote clients
+    only) and ``client_threads`` (torch threads per local client).
+
+    Client state stays with the clients (``client_state = "clients"``): a client
+    keeps its Context across reconnects, and with ``--state-file`` across a restart
+    of its process; local clients get ``clients/client-k.state`` in the run folder,
+    so a resumed run continues with every client's state.
+    """
+
+    client_state = "clients"
+
+    def __init__(
+        self, local_clients: int | None = None, client_threads: int = 1, **settings: Any
+    ) -> None:
+        if local_clients is not None and int(local_clients) < 0:
+            raise ValueError(f"runtime.local_clients={local_clients}: must be >= 0 (null: all)")
+        self.local_clients = None if local_clients is None else int(local_clients)
+        self.client_threads = int(client_threads or 1)
+        self.min_clients = settings.pop("min_clients", None)
+        self.settings = DeploySettings.from_dict({"min_clients": 1, **settings}, check=False)
+        # Remote clients may have devices this machine has not.
+        self.clients_here = self.local_clients is None
+
+    def run(
+        self,
+        server_app: ServerApp,
+        client_app: ClientApp,
+        nodes: list[dict[str, Any]],
+        run_config: dict[str, Any],
+        run_dir: Path,
+        *,
+        client_ref: str = FEDLEARN_CLIENT_APP,
+    ) -> None:
+        """Serve ``server_app`` over gRPC; with local clients, start and reap them too."""
+        settings = copy.deepcopy(self.settings)
+        settings.min_clients = int(self.min_clients or len(nodes))
+        n_local = len(nodes) if self.local_clients is None else self.local_clients
+        pki = None
         if n_local:
-            # Clients first, forked before any gRPC object exists; they retry until we listen.
-            _prepare_fork(run_config, n_local)
-            logs.mkdir(exist_ok=True)
-            port = int(settings.address.rsplit(":", 1)[1])
-            for k in range(n_local):
-                procs.append(
-                    _start_client(
-                        client_args(port, k, n_local, cfg, pki, logs), logs / f"client-{k}.log"
-                    )
+            settings, pki = _local_settings(settings, run_dir, n_local)
+        settings.validate()
+        procs: list[Any] = []
+        logs = run_dir / "clients"
+        level = log.level
+        if n_local:
+            log.setLevel(logging.WARNING)  # who joined is in clients/client-k.log
+        # The run's key lets a restarted client (--state-file) know it rejoins the same run.
+        run_config = {**run_config, RUN_KEY: run_key(run_dir)}
+        grid = GrpcGrid(run_config, round_timeout=settings.round_timeout)
+        server = GrpcServer(grid, settings)  # (no gRPC object exists before start())
+        reason = "run failed"
+        try:
+            if n_local:
+                # Clients first, forked before any gRPC object exists; they retry until we listen.
+                if client_ref == FEDLEARN_CLIENT_APP:
+                    _prepare_fork(run_config, n_local)
+                logs.mkdir(exist_ok=True)
+                port = int(settings.address.rsplit(":", 1)[1])
+                options = {
+                    "app": client_ref,
+                    "threads": self.client_threads,
+                    "reconnect_timeout": settings.wait_timeout,
+                }
+                for k in range(n_local):
+                    argv = client_args(port, k, n_local, pki, logs, options)
+                    procs.append(_start_client(argv, logs / f"client-{k}.log"))
+            port = server.start()
+            log.info("fedlearn server listening on %s:%d", settings.address.rsplit(":", 1)[0], port)
+            wanted = int(settings.min_clients)
+            got = grid.wait_for_nodes(wanted, settings.wait_timeout)
+            if got < wanted:
+                raise ValueError(
+                    f"runtime.min_clients={wanted}: only {got} client(s) connected within"
+                    f" runtime.wait_timeout={settings.wait_timeout} s"
                 )
-        port = server.start()
-        log.info("fedlearn server listening on %s:%d", settings.address.rsplit(":", 1)[0], port)
-        wanted = int(settings.min_clients)
-        got = grid.wait_for_nodes(wanted, settings.wait_timeout)
-        if got < wanted:
-            raise ValueError(
-                f"runtime.min_clients={wanted}: only {got} client(s) connected within"
-                f" runtime.wait_timeout={settings.wait_timeout} s"
-            )
-        context = Context(
-            run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}
-        )
-        make_server_app(setup)(grid, context)
-        reason = f"run {setup.result.get('status', 'over')}"
-    except KeyboardInterrupt:
-        # Ctrl-C or SIGTERM on a server of remote clients is most often a restart: they
-        # are not told the run is over, they retry (--reconnect-timeout) and rejoin the
-        # server resumed with resume=<run folder>. Local clients are ours to end.
-        reason = "" if not n_local else "run interrupted"
-        raise
-    finally:
-        if reason:
-            server.finish(reason)  # clients exit instead of retrying a server that is gone
-        server.stop()
-        _reap(procs)
-        log.setLevel(level)
+            server_app(grid, server_context(run_config, grid.run.run_id))
+            reason = "run over"
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM on a server of remote clients is most often a restart: they
+            # are not told the run is over, they retry (--reconnect-timeout) and rejoin the
+            # server resumed with resume=<run folder>. Local clients are ours to end.
+            reason = "" if not n_local else "run interrupted"
+            raise
+        finally:
+            if reason:
+                server.finish(reason)  # clients exit instead of retrying a server that is gone
+            server.stop()
+            _reap(procs)
+            log.setLevel(level)
 
 
 def _reap(procs: list[Any], timeout: float = 10.0) -> None:
