@@ -9,7 +9,7 @@ overhead is a visible share of a small model's step on a CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +68,28 @@ def _on(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
+def batch_schedule(
+    n: int, settings: TrainSettings, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """The sample indices of every local step, in order: a fresh ``randperm`` of the
+    ``n`` samples each epoch, cut into ``batch_size`` batches (the last one of an epoch
+    may be shorter), stopping after ``max_steps``. Any way of training a client draws
+    its batches here, so its data order depends only on ``generator``'s seed."""
+    out: list[torch.Tensor] = []
+    for _ in range(settings.local_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, settings.batch_size):
+            if settings.max_steps is not None and len(out) >= settings.max_steps:
+                break
+            out.append(order[start : start + settings.batch_size])
+    return out
+
+
+def proximal_term(params: Iterable[torch.Tensor], anchor: Iterable[torch.Tensor]) -> torch.Tensor:
+    """FedProx's ``||w - w_global||^2``, summed over the parameters in order."""
+    return sum((p - g).pow(2).sum() for p, g in zip(params, anchor, strict=True))  # type: ignore[return-value]
+
+
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -95,32 +117,24 @@ def train(
     global_params = None
     if settings.proximal_mu > 0:
         global_params = [p.detach().clone() for p in model.parameters()]
-    n = len(y)
     steps, total = 0, 0.0
-    for _ in range(settings.local_epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, settings.batch_size):
-            if settings.max_steps is not None and steps >= settings.max_steps:
-                break
-            idx = order[start : start + settings.batch_size]
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            loss = F.cross_entropy(model(xb), yb)
-            total += float(loss.detach())
-            if global_params is not None:
-                prox = sum(
-                    (p - g).pow(2).sum()
-                    for p, g in zip(model.parameters(), global_params, strict=True)
-                )
-                loss = loss + 0.5 * settings.proximal_mu * prox
-            for hook in loss_hooks:
-                loss = loss + hook(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for hook in grad_hooks:
-                hook(model)
-            opt.step()
-            steps += 1
-    return {"train_loss": total / max(steps, 1), "num-examples": n, "num-steps": steps}
+    for idx in batch_schedule(len(y), settings, generator):
+        xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        loss = F.cross_entropy(model(xb), yb)
+        total += float(loss.detach())
+        if global_params is not None:
+            loss = loss + 0.5 * settings.proximal_mu * proximal_term(
+                model.parameters(), global_params
+            )
+        for hook in loss_hooks:
+            loss = loss + hook(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for hook in grad_hooks:
+            hook(model)
+        opt.step()
+        steps += 1
+    return {"train_loss": total / max(steps, 1), "num-examples": len(y), "num-steps": steps}
 
 
 @torch.no_grad()

@@ -132,7 +132,8 @@ def test_fedprox_sends_proximal_mu(tiny: list[str], tmp_path, monkeypatch) -> No
         return original(model, x, y, settings, *args, **kwargs)
 
     monkeypatch.setattr(training, "train", spy)
-    simulate([*tiny, "strategy=fedprox", "strategy.proximal_mu=0.25"], run_dir=tmp_path)
+    overrides = [*tiny, "strategy=fedprox", "strategy.proximal_mu=0.25", "runtime.vectorize=false"]
+    simulate(overrides, run_dir=tmp_path)  # vectorized: tests/test_vectorized_runs.py
     assert seen and set(seen) == {0.25}
 
 

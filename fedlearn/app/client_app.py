@@ -40,8 +40,11 @@ from fedlearn.app.run_config import section
 from fedlearn.data import DataSpec, load_dataset
 from fedlearn.data.partition import client_indices, local_split
 from fedlearn.models import build_model
+from fedlearn.runtime import batched
 
 app = ClientApp()
+# A round's messages at once, for runtimes that can (the in-process one): vectorized clients.
+batched.offer(app, "fedlearn.app.client_group:VectorizedClients")
 
 
 @dataclass
@@ -72,12 +75,34 @@ def job_model(job: ClientJob) -> nn.Module:
     return _model(job.model_json, job.spec, str(job.device), threading.get_ident())
 
 
+def _dataset_config(run_config: dict, node_config: dict) -> dict:
+    dataset = section(run_config, "dataset")
+    dataset.update(section(node_config, "dataset"))
+    return dataset
+
+
+def _device(run_config: dict, node_config: dict) -> torch.device:
+    client = section(run_config, "client")
+    return training.resolve_device(str(node_config.get("device", client.get("device", "auto"))))
+
+
+def _model_json(run_config: dict) -> str:
+    return json.dumps(section(run_config, "model"), sort_keys=True)
+
+
+def node_model(context: Context) -> tuple[nn.Module, torch.device]:
+    """This node's model (this thread's copy) and device, without building its data."""
+    run_config, node_config = dict(context.run_config), dict(context.node_config)
+    spec = load_dataset(_dataset_config(run_config, node_config)).spec
+    device = _device(run_config, node_config)
+    return _model(_model_json(run_config), spec, str(device), threading.get_ident()), device
+
+
 @lru_cache(maxsize=256)  # one entry per node this process serves
 def _job(run_config_json: str, node_config_json: str) -> ClientJob:
     run_config = json.loads(run_config_json)
     node_config = json.loads(node_config_json)
-    dataset = section(run_config, "dataset")
-    dataset.update(section(node_config, "dataset"))
+    dataset = _dataset_config(run_config, node_config)
     data = load_dataset(dataset)
     client = section(run_config, "client")
     seed = int(run_config.get("seed", 0))
@@ -92,8 +117,8 @@ def _job(run_config_json: str, node_config_json: str) -> ClientJob:
     else:  # a deployed client with its own data
         pid = int(node_config.get("node-index", 0))
         train_x, train_y, eval_x, eval_y = data.train_x, data.train_y, data.test_x, data.test_y
-    device = training.resolve_device(str(node_config.get("device", client.get("device", "auto"))))
-    model_json = json.dumps(section(run_config, "model"), sort_keys=True)
+    device = _device(run_config, node_config)
+    model_json = _model_json(run_config)
     return ClientJob(train_x, train_y, eval_x, eval_y, data.spec, model_json, device, seed, pid)
 
 
@@ -123,6 +148,30 @@ def _load(model: nn.Module, msg: Message) -> None:
     model.load_state_dict(arrays.to_state_dict(msg.content["arrays"]), strict=True)
 
 
+def client_seed(job: ClientJob, config: ConfigRecord) -> int:
+    """The seed of a client's data order and dropout in a round: it depends only on
+    (seed, round, client), so on no runtime, worker or what ran before in this process."""
+    return job.seed * 1_000_003 + int(config.get("server-round", 0)) * 10_007 + job.partition_id
+
+
+def train_reply(msg: Message, state: dict, metrics: dict, extra: dict) -> Message:
+    """The reply to a train message: trained weights, metrics, a strategy's extra records."""
+    content = RecordDict({"arrays": arrays.to_record(state), "metrics": MetricRecord(metrics)})
+    for key, record in extra.items():
+        content[key] = record
+    return Message(content=content, reply_to=msg)
+
+
+def evaluate_reply(msg: Message, res: dict) -> Message:
+    """The reply to an evaluate message, from :func:`fedlearn.training.evaluate`'s result."""
+    metrics = {
+        "eval_loss": res["loss"],
+        "eval_acc": res["accuracy"],
+        "num-examples": res["num-examples"],
+    }
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the received model on this node's data and send it back."""
@@ -130,10 +179,8 @@ def train(msg: Message, context: Context) -> Message:
     model = job_model(job)
     _load(model, msg)
     config = msg.content["config"]
-    round_ = int(config.get("server-round", 0))
-    # Data order and dropout depend only on (seed, round, client): any runtime, any
-    # worker, whatever ran before in this process (whose RNG state is left as it was).
-    seed = job.seed * 1_000_003 + round_ * 10_007 + job.partition_id
+    # The RNG state of this process is left as it was (fork_rng below).
+    seed = client_seed(job, config)
     gen = torch.Generator().manual_seed(seed)
     settings = train_settings(config)
     # Strategies with client state (SCAFFOLD, FedDyn): hooks + extra reply records.
@@ -153,12 +200,7 @@ def train(msg: Message, context: Context) -> Message:
             loss_hooks=side.loss_hooks,
             grad_hooks=side.grad_hooks,
         )
-    content = RecordDict(
-        {"arrays": arrays.to_record(model.state_dict()), "metrics": MetricRecord(metrics)}
-    )
-    for key, record in side.finish(model, metrics).items():
-        content[key] = record
-    return Message(content=content, reply_to=msg)
+    return train_reply(msg, model.state_dict(), metrics, side.finish(model, metrics))
 
 
 @app.evaluate()
@@ -167,10 +209,4 @@ def evaluate(msg: Message, context: Context) -> Message:
     job = client_job(context)
     model = job_model(job)
     _load(model, msg)
-    res = training.evaluate(model, job.eval_x, job.eval_y, job.device)
-    metrics = {
-        "eval_loss": res["loss"],
-        "eval_acc": res["accuracy"],
-        "num-examples": res["num-examples"],
-    }
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    return evaluate_reply(msg, training.evaluate(model, job.eval_x, job.eval_y, job.device))

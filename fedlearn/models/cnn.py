@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+VECTORIZE_MAX_PIXELS = 16 * 16
+
 
 class CNN(nn.Module):
     """Two conv-ReLU-maxpool blocks and a two-layer classifier.
@@ -48,6 +50,14 @@ class CNN(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
         )
+        self.pixels = h * w
+
+    def vectorize_auto(self, device: torch.device) -> bool:  # noqa: ARG002 - measured on CPU only
+        """Whether ``runtime.vectorize=auto`` trains a round's clients together: where
+        ``simulations/bench/bench_vectorized_models.py`` measured it faster, on small
+        images (per-operation overhead dominates a step); on 28x28 and larger, the
+        grouped convolutions that vectorizing makes are no faster than one client's."""
+        return self.pixels <= VECTORIZE_MAX_PIXELS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

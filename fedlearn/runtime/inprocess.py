@@ -13,6 +13,8 @@ worker processes. Results do not depend on ``workers``: each client's work
 depends only on its message and Context, replies come back in message order,
 and every client runs with the same number of torch threads (``threads``;
 a different thread count changes float summation order in some kernels).
+A ClientApp that offers a batched handler (:mod:`fedlearn.runtime.batched`) gets
+a round's messages at once, a share per worker (``vectorize``, ``group_size``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from flwr.serverapp import ServerApp
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 
-from fedlearn.runtime import set_server_identity
+from fedlearn.runtime import batched, set_server_identity
 from fedlearn.runtime.base import FEDLEARN_CLIENT_APP, Runtime, server_context
 
 log = logging.getLogger("fedlearn")
@@ -98,6 +100,34 @@ def _worker_call(message: Message, context: Context) -> tuple[Message, Context]:
     return call_client(_WORKER_APP, message, context)
 
 
+def call_many(
+    app: ClientApp, messages: list[Message], contexts: list[Context], group_size: int | None
+) -> list[tuple[Message, Context] | None]:
+    """``messages`` through ``app``'s batched handler: a reply per message it takes, None
+    for the others. If it fails, one at a time instead, so that each client that fails
+    gets its own Error reply (the handler leaves every Context as it was)."""
+    handler = batched.handler_of(app)
+    assert handler is not None
+    try:
+        replies = handler.run(messages, contexts, group_size)
+    except Exception as exc:  # noqa: BLE001 - the clients' own failures come next
+        log.debug("batched clients failed (%s); running them one at a time", exc)
+        return [call_client(app, m, c) for m, c in zip(messages, contexts, strict=True)]
+    out: list[tuple[Message, Context] | None] = []
+    for reply, context in zip(replies, contexts, strict=True):
+        if reply is not None:
+            reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        out.append(None if reply is None else (reply, context))
+    return out
+
+
+def _worker_many(
+    messages: list[Message], contexts: list[Context], group_size: int | None
+) -> list[tuple[Message, Context] | None]:
+    assert _WORKER_APP is not None
+    return call_many(_WORKER_APP, messages, contexts, group_size)
+
+
 def _start_method() -> str:
     # fork: workers start in milliseconds and share the already-loaded data
     # copy-on-write. Safe here because workers run torch with the thread count
@@ -127,6 +157,14 @@ class InProcessGrid(Grid):
         Processes running clients in parallel; 1 runs them in this process.
     threads : int
         torch threads each client trains with, whatever ``workers`` is.
+    vectorize : bool or str
+        ``"auto"``: a round's messages go to the ClientApp's batched handler
+        (:mod:`fedlearn.runtime.batched`) for the nodes whose handler says together is
+        faster; True: for every node, or a one-line ValueError naming why one cannot;
+        False: one message at a time.
+    group_size : int, optional
+        Clients per batched computation (None: the handler's choice). Results do not
+        depend on it, nor on ``workers`` (each worker gets a share of the messages).
     """
 
     def __init__(
@@ -137,8 +175,12 @@ class InProcessGrid(Grid):
         workers: int = 1,
         threads: int = 1,
         run_id: int = 1,
+        vectorize: bool | str = "auto",
+        group_size: int | None = None,
     ) -> None:
         _check_counts(workers, threads)
+        if group_size is not None and group_size < 1:
+            raise ValueError(f"runtime.group_size must be >= 1 or null, got {group_size}")
         self.client_app = client_app
         self.workers = workers
         self.threads = threads
@@ -156,6 +198,8 @@ class InProcessGrid(Grid):
         }
         self._pool: ProcessPoolExecutor | None = None
         self._replies: dict[str, Message] = {}
+        self.group_size = group_size
+        self.batched_nodes = self._batched_nodes(batched.parse_vectorize(vectorize))
 
     # -- Grid interface ---------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -198,7 +242,61 @@ class InProcessGrid(Grid):
         out.metadata.__dict__["_run_id"] = self._run.run_id
         return out
 
+    def _batched_nodes(self, forced: bool | None) -> set[int]:
+        """The nodes whose messages go to the ClientApp's batched handler."""
+        handler = batched.handler_of(self.client_app) if forced is not False else None
+        if handler is None:
+            if forced:
+                raise ValueError("runtime.vectorize=true: this ClientApp has no batched handler")
+            return set()
+        nodes, reasons = set(), []
+        for node, context in self.contexts.items():
+            reason = handler.refusal(context, forced=bool(forced))
+            if reason is None:
+                nodes.add(node)
+            elif forced:
+                raise ValueError(f"runtime.vectorize=true: {reason}; use auto or false")
+            else:
+                reasons.append(reason)
+        if reasons:
+            total = len(self.contexts)
+            log.info("%d of %d clients run one at a time: %s", len(reasons), total, reasons[0])
+        return nodes
+
     def _execute(self, messages: list[Message]) -> list[tuple[Message, Context]]:
+        # The batched handler first, for its nodes; then, one at a time, the rest and
+        # whatever it did not take.
+        together = [
+            i for i, m in enumerate(messages) if m.metadata.dst_node_id in self.batched_nodes
+        ]
+        pairs = {}
+        if together:
+            done = self._execute_batched([messages[i] for i in together])
+            pairs = dict(zip(together, done, strict=True))
+        alone = [i for i in range(len(messages)) if pairs.get(i) is None]
+        if alone:
+            pairs.update(zip(alone, self._execute_each([messages[i] for i in alone]), strict=True))
+        return [pairs[i] for i in range(len(messages))]
+
+    def _execute_batched(self, messages: list[Message]) -> list[tuple[Message, Context] | None]:
+        contexts = [self.contexts[m.metadata.dst_node_id] for m in messages]
+        if self.workers == 1:
+            saved = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                return call_many(self.client_app, messages, contexts, self.group_size)
+            finally:
+                torch.set_num_threads(saved)
+        shares = batched.split(list(range(len(messages))), self.workers)
+        runs = self._get_pool().map(
+            _worker_many,
+            [[messages[i] for i in share] for share in shares],
+            [[contexts[i] for i in share] for share in shares],
+            [self.group_size] * len(shares),
+        )
+        return [pair for run in runs for pair in run]
+
+    def _execute_each(self, messages: list[Message]) -> list[tuple[Message, Context]]:
         contexts = [self.contexts[m.metadata.dst_node_id] for m in messages]
         if self.workers == 1:
             saved = torch.get_num_threads()
@@ -248,15 +346,28 @@ class InProcessRuntime(Runtime):
         Processes running clients; None: one per CPU core. Results do not depend on it.
     client_threads : int
         torch threads per client, and for the server's own work.
+    vectorize : bool or str
+        ``auto``, True or False: a round's messages to the ClientApp's batched handler
+        (see :class:`InProcessGrid`).
+    group_size : int, optional
+        Clients per batched computation (None: the handler's choice).
     """
 
     clients_here = True
     client_state = "server"  # the Grid holds every node's Context
 
-    def __init__(self, workers: int | None = None, client_threads: int = 1) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        client_threads: int = 1,
+        vectorize: bool | str = "auto",
+        group_size: int | None = None,
+    ) -> None:
         self.workers = (os.cpu_count() or 1) if workers is None else int(workers)
         self.threads = int(client_threads)
         _check_counts(self.workers, self.threads)
+        batched.parse_vectorize(vectorize)  # a bad value fails here, before the run
+        self.vectorize, self.group_size = vectorize, group_size
 
     def run(
         self,
@@ -269,7 +380,15 @@ class InProcessRuntime(Runtime):
         client_ref: str = FEDLEARN_CLIENT_APP,
     ) -> None:
         """Run ``server_app`` on an :class:`InProcessGrid` over ``nodes``."""
-        grid = InProcessGrid(client_app, nodes, run_config, self.workers, self.threads)
+        grid = InProcessGrid(
+            client_app,
+            nodes,
+            run_config,
+            self.workers,
+            self.threads,
+            vectorize=self.vectorize,
+            group_size=self.group_size,
+        )
         # The server's own work (aggregation, central evaluation) uses the same thread
         # count: small kernels run slower on two threads than on one, badly so when
         # the cores are busy.

@@ -1,0 +1,160 @@
+"""fedlearn's ClientApp, many messages at once: the batched handler it offers runtimes.
+
+A runtime that can (the in-process one) hands a round's messages to
+:class:`VectorizedClients`. Each message is unpacked exactly as
+:mod:`fedlearn.app.client_app` unpacks it (its node's data, the train settings, the
+seed of its data order); clients that can share one computation (same model, device
+and local optimizer) are sorted by their number of local steps and cut into groups;
+each group is trained or evaluated at once by :mod:`fedlearn.vectorized.engine`; and
+each client's result is packed into the reply client_app would have sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from flwr.app import Context, Message
+from flwr.app.message_type import MessageType
+from torch import nn
+
+from fedlearn.app import arrays
+from fedlearn.app.client_app import (
+    ClientJob,
+    client_job,
+    client_seed,
+    evaluate_reply,
+    job_model,
+    node_model,
+    train_reply,
+    train_settings,
+)
+from fedlearn.runtime import batched
+from fedlearn.strategies.feddyn import ALPHA_KEY
+from fedlearn.strategies.scaffold import CONTROL_KEY
+from fedlearn.training import TrainSettings, batch_schedule
+from fedlearn.vectorized import engine, policy
+
+EVAL_BATCH = 512  # fedlearn.training.evaluate's default
+
+
+@dataclass
+class _Client:
+    """One message, unpacked."""
+
+    msg: Message
+    job: ClientJob
+    params: engine.Params
+    settings: TrainSettings | None = None
+    task: engine.ClientTask | None = None
+
+
+def received(model: nn.Module, msg: Message) -> engine.Params:
+    """The message's weights by parameter name, as ``load_state_dict(strict=True)`` would
+    take them (same names and shapes, the model's dtypes); ValueError otherwise."""
+    state = arrays.to_state_dict(msg.content["arrays"])
+    params = dict(model.named_parameters())
+    if state.keys() != params.keys():
+        raise ValueError("received arrays do not match the model's parameters")
+    out = {}
+    for k, p in params.items():
+        if state[k].shape != p.shape:
+            raise ValueError(f"received {k} of shape {tuple(state[k].shape)}, not {p.shape}")
+        out[k] = state[k].to(p.dtype)
+    return out
+
+
+def _group_key(c: _Client) -> tuple:
+    s = c.settings
+    optimizer = (s.lr, s.momentum, s.weight_decay, s.proximal_mu, s.batch_size) if s else ()
+    return (c.job.model_json, c.job.spec, str(c.job.device), *optimizer)
+
+
+class VectorizedClients:
+    """The batched handler of fedlearn's ClientApp (see :mod:`fedlearn.runtime.batched`)."""
+
+    def __init__(self) -> None:
+        self._refusals: dict[tuple, str | None] = {}
+
+    def refusal(self, context: Context, forced: bool) -> str | None:
+        """Why this node's clients are not trained vectorized (None: they are)."""
+        model, device = node_model(context)
+        key = (id(model), str(device), forced)  # nodes of one run share their model
+        if key not in self._refusals:
+            self._refusals[key] = policy.refusal(model, device, forced)
+        return self._refusals[key]
+
+    def run(
+        self, messages: Sequence[Message], contexts: Sequence[Context], group_size: int | None
+    ) -> list[Message | None]:
+        """Replies to the train and evaluate messages; None for any other message."""
+        train, evaluate = [], []
+        for msg, ctx in zip(messages, contexts, strict=True):
+            kind = msg.metadata.message_type
+            if kind == MessageType.TRAIN and self._plain(msg):
+                train.append(self._unpack(msg, ctx, with_task=True))
+            elif kind == MessageType.EVALUATE:
+                evaluate.append(self._unpack(msg, ctx, with_task=False))
+        done = {**self._train(train, group_size), **self._evaluate(evaluate, group_size)}
+        return [done.get(id(m)) for m in messages]
+
+    @staticmethod
+    def _plain(msg: Message) -> bool:
+        # Strategies with client state (SCAFFOLD, FedDyn) run one client at a time.
+        config = msg.content["config"] if "config" in msg.content else {}
+        return CONTROL_KEY not in msg.content and ALPHA_KEY not in config
+
+    @staticmethod
+    def _unpack(msg: Message, context: Context, with_task: bool) -> _Client:
+        job = client_job(context)
+        client = _Client(msg, job, received(job_model(job), msg))
+        if with_task:
+            config = msg.content["config"]
+            client.settings = train_settings(config)
+            gen = torch.Generator().manual_seed(client_seed(job, config))
+            schedule = batch_schedule(len(job.train_y), client.settings, gen)
+            client.task = engine.ClientTask(client.params, job.train_x, job.train_y, schedule)
+        return client
+
+    @staticmethod
+    def _groups(clients: list[_Client], group_size: int | None) -> list[list[_Client]]:
+        by_key: dict[tuple, list[int]] = {}
+        for i, c in enumerate(clients):
+            by_key.setdefault(_group_key(c), []).append(i)
+        groups = []
+        for members in by_key.values():
+            first = clients[members[0]].job
+            if group_size is None:
+                settings = clients[members[0]].settings
+                batch = settings.batch_size if settings else EVAL_BATCH
+                x = first.train_x[:1].expand(batch, *first.train_x.shape[1:]).to(first.device)
+                size = policy.group_size(job_model(first), x, first.device)
+            else:
+                size = group_size
+            steps = {i: len(clients[i].task.schedule) if clients[i].task else 0 for i in members}
+            members.sort(key=lambda i: steps[i])  # similar step counts: less masked work
+            chunks = batched.split(members, -(-len(members) // size))  # fewest of at most size
+            groups += [[clients[i] for i in chunk] for chunk in chunks]
+        return groups
+
+    def _train(self, clients: list[_Client], group_size: int | None) -> dict[int, Message]:
+        out = {}
+        for group in self._groups(clients, group_size):
+            job, settings = group[0].job, group[0].settings
+            tasks = [c.task for c in group]
+            results = engine.train_group(job_model(job), tasks, settings, job.device)
+            for c, (params, metrics) in zip(group, results, strict=True):
+                out[id(c.msg)] = train_reply(c.msg, params, metrics, {})
+        return out
+
+    def _evaluate(self, clients: list[_Client], group_size: int | None) -> dict[int, Message]:
+        out = {}
+        for group in self._groups(clients, group_size):
+            job = group[0].job
+            data = [(c.job.eval_x, c.job.eval_y) for c in group]
+            params = [c.params for c in group]
+            results = engine.evaluate_group(job_model(job), params, data, job.device, EVAL_BATCH)
+            for c, res in zip(group, results, strict=True):
+                out[id(c.msg)] = evaluate_reply(c.msg, res)
+        return out

@@ -1,0 +1,230 @@
+"""Train and evaluate a group of clients in one computation over stacked parameters.
+
+Every client of a group does what :func:`fedlearn.training.train` would do for it:
+the same batches (:func:`~fedlearn.training.batch_schedule` with its own generator),
+the same loss and FedProx term, ``torch.optim.SGD``'s update. The difference is how:
+the clients' parameters are stacked along a new first dimension and
+``vmap(grad(loss))`` computes every client's gradient at once, so a step costs one
+pass of operations over the group instead of one per client.
+
+Clients of unequal size share one shape: each step's batch is padded to
+``batch_size`` with rows of the client's own data that carry no weight (the mean is
+over its real rows), and a client past its last step is frozen (its parameters no
+longer change). No sample is dropped or repeated.
+
+A client's arithmetic does not depend on which clients share its group, or how many
+(a test checks it bit for bit), except that a group of one takes other kernels: a
+lone client is given a frozen companion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from fedlearn.training import TrainSettings, proximal_term
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class ClientTask:
+    """One client's local training for one round.
+
+    Attributes
+    ----------
+    params : dict
+        Where it starts (the received model), by parameter name.
+    x, y : Tensor
+        Its training data.
+    schedule : list of Tensor
+        The sample indices of each step (:func:`fedlearn.training.batch_schedule`).
+    """
+
+    params: Params
+    x: torch.Tensor
+    y: torch.Tensor
+    schedule: list[torch.Tensor] = field(default_factory=list)
+
+
+def stack(params: Sequence[Params], device: torch.device) -> Params:
+    """Parameters of many clients, stacked along a new first dimension."""
+    return {k: torch.stack([p[k] for p in params]).to(device) for k in params[0]}
+
+
+def unstack(stacked: Params, count: int) -> list[Params]:
+    """The first ``count`` clients' parameters from :func:`stack`'s form, on the CPU."""
+    cpu = {k: v.cpu() for k, v in stacked.items()}
+    return [{k: v[i] for k, v in cpu.items()} for i in range(count)]
+
+
+def _companion(items: list[Any]) -> list[Any]:
+    # A group of one runs through other kernels than a group of two or more (see the
+    # module docstring): give it a copy whose results are dropped.
+    return items * 2 if len(items) == 1 else items
+
+
+def _padded(tasks: Sequence[ClientTask], batch: int, steps: int, device: torch.device):
+    """All clients' data in one tensor, and per step each client's rows in it, padded
+    with its own first row, and which rows are real: ``x, y, index[T, B, batch],
+    real[T, B, batch]``."""
+    xs = torch.cat([t.x for t in tasks]).to(device)
+    ys = torch.cat([t.y for t in tasks]).to(device)
+    index = torch.zeros(steps, len(tasks), batch, dtype=torch.long)
+    real = torch.zeros(steps, len(tasks), batch, dtype=torch.bool)
+    offset, last = 0, max(len(ys) - 1, 0)
+    for i, task in enumerate(tasks):
+        pad = min(offset, last)  # a client without data pads with any row: all weightless
+        for t, idx in enumerate(task.schedule):
+            index[t, i, : len(idx)] = idx + offset
+            index[t, i, len(idx) :] = pad
+            real[t, i, : len(idx)] = True
+        offset += len(task.y)
+    return xs, ys, index.to(device), real.to(device)
+
+
+LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def _loss_fn(model: nn.Module, settings: TrainSettings) -> LossFn:
+    """One client's loss at one step, written for ``vmap``: ``(params, x, y, real,
+    anchor) -> (loss, cross-entropy)``, the cross-entropy being the mean over real rows
+    (what the sequential path reports as ``train_loss``)."""
+    buffers = dict(model.named_buffers())
+
+    def loss(params: Params, x: torch.Tensor, y: torch.Tensor, real: torch.Tensor, anchor):
+        logits = functional_call(model, {**params, **buffers}, (x,))
+        rows = F.cross_entropy(logits, y, reduction="none")
+        ce = torch.where(real, rows, 0.0).sum() / real.sum().clamp(min=1)
+        total = ce
+        if anchor is not None:
+            prox = proximal_term(params.values(), anchor.values())
+            total = total + 0.5 * settings.proximal_mu * prox
+        return total, ce.detach()
+
+    return loss
+
+
+@torch.no_grad()
+def _sgd_step(
+    params: Params,
+    grads: Params,
+    momenta: Params,
+    settings: TrainSettings,
+    live: torch.Tensor | None,
+) -> None:
+    """``torch.optim.SGD.step`` (its single-tensor form, op for op) on stacked tensors.
+
+    ``live`` (one bool per client, or None for all) freezes finished clients. Their
+    momentum is left to drift: a finished client never steps again.
+    """
+    for k, p in params.items():
+        g = grads[k]
+        if settings.weight_decay != 0:
+            g = g.add(p, alpha=settings.weight_decay)
+        if settings.momentum != 0:
+            if k not in momenta:  # the first step: the buffer is the gradient itself
+                momenta[k] = g.clone()
+            else:
+                momenta[k].mul_(settings.momentum).add_(g, alpha=1)
+            g = momenta[k]
+        if live is None:
+            p.add_(g, alpha=-settings.lr)
+        else:
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            params[k] = torch.where(live.view(shape), p.add(g, alpha=-settings.lr), p)
+
+
+def train_group(
+    model: nn.Module, tasks: Sequence[ClientTask], settings: TrainSettings, device: torch.device
+) -> list[tuple[Params, dict[str, float]]]:
+    """Train every task from its own parameters; one result per task, in order.
+
+    ``model`` gives the architecture only (``functional_call``); its own parameters are
+    neither used nor changed. Results are what :func:`fedlearn.training.train` returns
+    for each client: trained parameters (on the CPU) and ``train_loss``,
+    ``num-examples``, ``num-steps``.
+    """
+    count = len(tasks)
+    tasks = _companion(list(tasks))
+    steps = [len(t.schedule) for t in tasks]
+    horizon = max(steps, default=0)
+    params = stack([t.params for t in tasks], device)
+    losses: list[torch.Tensor] = []
+    if horizon > 0:
+        xs, ys, index, real = _padded(tasks, settings.batch_size, horizon, device)
+        anchor = {k: v.clone() for k, v in params.items()} if settings.proximal_mu > 0 else None
+        anchor_dim = None if anchor is None else 0
+        step_fn = vmap(
+            grad(_loss_fn(model, settings), has_aux=True), in_dims=(0, 0, 0, 0, anchor_dim)
+        )
+        live_at = torch.tensor([[s > t for s in steps] for t in range(horizon)], device=device)
+        momenta: Params = {}
+        model.train()
+        for t in range(horizon):
+            grads, ce = step_fn(params, xs[index[t]], ys[index[t]], real[t], anchor)
+            live = None if min(steps) > t else live_at[t]
+            _sgd_step(params, grads, momenta, settings, live)
+            losses.append(ce)
+    per_step = torch.stack(losses).tolist() if losses else []
+    results = []
+    for i, trained in enumerate(unstack(params, count)):
+        # Summed in step order as Python floats, as the sequential path does.
+        total = sum((row[i] for row in per_step[: steps[i]]), 0.0)
+        metrics = {
+            "train_loss": total / max(steps[i], 1),
+            "num-examples": len(tasks[i].y),
+            "num-steps": steps[i],
+        }
+        results.append((trained, metrics))
+    return results
+
+
+@torch.no_grad()
+def evaluate_group(
+    model: nn.Module,
+    params: Sequence[Params],
+    data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    batch_size: int = 512,
+) -> list[dict[str, float]]:
+    """:func:`fedlearn.training.evaluate` of each client's parameters on its own data, in
+    one computation: the same ``batch_size`` chunks, padded and masked."""
+    count = len(params)
+    params, data = _companion(list(params)), _companion(list(data))
+    stacked = stack(params, device)
+    buffers = dict(model.named_buffers())
+    forward = vmap(lambda p, x: functional_call(model, {**p, **buffers}, (x,)))
+    sizes = [len(y) for _, y in data]
+    xs = torch.cat([x for x, _ in data]).to(device)
+    ys = torch.cat([y for _, y in data]).to(device)
+    offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
+    n = torch.tensor(sizes)
+    model.eval()
+    chunks = []
+    for start in range(0, max(sizes, default=0), batch_size):
+        rows = start + torch.arange(batch_size)
+        real = rows[None, :] < n[:, None]
+        index = (offsets[:, None] + torch.where(real, rows[None, :], 0)).clamp(max=len(ys) - 1)
+        index = index.to(device)
+        real = real.to(device)
+        logits = forward(stacked, xs[index])
+        y = ys[index]
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        loss = torch.where(real, ce.view(real.shape), 0.0).sum(1)
+        hits = ((logits.argmax(-1) == y) & real).sum(1)
+        chunks.append(torch.stack([loss.double(), hits.double()]))
+    totals = torch.stack(chunks).tolist() if chunks else []  # [chunk][loss|hits][client]
+    out = []
+    for i in range(count):
+        loss_sum = sum((c[0][i] for c in totals[: -(-sizes[i] // batch_size)]), 0.0)
+        correct = int(sum(c[1][i] for c in totals))
+        size = max(sizes[i], 1)
+        out.append({"loss": loss_sum / size, "accuracy": correct / size, "num-examples": sizes[i]})
+    return out
