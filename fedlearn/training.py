@@ -2,7 +2,9 @@
 
 Whatever a strategy needs from a client is implemented here and switched on by
 a :class:`TrainSettings` field that the ClientApp fills from documented
-ConfigRecord keys (FedProx's ``proximal-mu`` -> ``proximal_mu``, ...).
+ConfigRecord keys (FedProx's ``proximal-mu`` -> ``proximal_mu``, ...), or
+given as a :class:`Term` (strategies with client state, see
+:mod:`fedlearn.app.client_strategies`).
 Batches are drawn by indexing in-memory tensors: a DataLoader's per-batch
 overhead is a visible share of a small model's step on a CPU.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,10 +47,24 @@ class TrainSettings:
     max_steps: int | None = None
 
 
-# A hook that adds to the loss (FedDyn's linear term, ...) or edits gradients
-# before the step (SCAFFOLD's control-variate correction). Both see the model.
-LossHook = Callable[[nn.Module], torch.Tensor]
-GradHook = Callable[[nn.Module], None]
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Term:
+    """A strategy's part in a client's local step: a pure function and this client's data.
+
+    A loss term's ``fn(params, *tensors)`` is added to the loss (FedDyn's linear and
+    quadratic terms); a gradient term's ``fn(grads, *tensors)`` returns the gradients
+    to step with (SCAFFOLD's correction). ``params`` and ``grads`` map parameter names
+    to tensors; ``tensors`` are this client's own (tensors, or dicts of them). Pure and
+    given its data explicitly, one term serves a client trained alone (:func:`train`)
+    and a group trained at once (:mod:`fedlearn.vectorized` stacks each client's
+    ``tensors`` and maps ``fn`` over the group).
+    """
+
+    fn: Callable[..., Any]
+    tensors: tuple[Any, ...] = ()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -97,8 +114,8 @@ def train(
     settings: TrainSettings,
     device: torch.device,
     generator: torch.Generator,
-    loss_hooks: tuple[LossHook, ...] = (),
-    grad_hooks: tuple[GradHook, ...] = (),
+    loss_terms: tuple[Term, ...] = (),
+    grad_terms: tuple[Term, ...] = (),
 ) -> dict[str, float]:
     """Train ``model`` in place on ``(x, y)``.
 
@@ -126,15 +143,27 @@ def train(
             loss = loss + 0.5 * settings.proximal_mu * proximal_term(
                 model.parameters(), global_params
             )
-        for hook in loss_hooks:
-            loss = loss + hook(model)
+        if loss_terms:
+            params = dict(model.named_parameters())
+            for term in loss_terms:
+                loss = loss + term.fn(params, *term.tensors)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        for hook in grad_hooks:
-            hook(model)
+        if grad_terms:
+            _apply(grad_terms, model)
         opt.step()
         steps += 1
     return {"train_loss": total / max(steps, 1), "num-examples": len(y), "num-steps": steps}
+
+
+def _apply(grad_terms: tuple[Term, ...], model: nn.Module) -> None:
+    """Replace the model's gradients by what ``grad_terms`` make of them, in turn."""
+    with_grad = {k: p for k, p in model.named_parameters() if p.grad is not None}
+    grads = {k: p.grad for k, p in with_grad.items()}
+    for term in grad_terms:
+        grads = term.fn(grads, *term.tensors)
+    for k, p in with_grad.items():
+        p.grad = grads[k]
 
 
 @torch.no_grad()

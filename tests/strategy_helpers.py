@@ -128,7 +128,10 @@ def assert_grpc_matches_inprocess(strategy: str, tmp: object) -> None:
     ]
     tmp = Path(str(tmp))
     grpc = simulate([*base, "runtime=grpc", "runtime.insecure=true"], run_dir=tmp / "grpc")
-    local = simulate([*base, "runtime.workers=1"], run_dir=tmp / "inprocess")
+    # One client at a time in-process too, for a bit-for-bit comparison.
+    local = simulate(
+        [*base, "runtime.workers=1", "runtime.vectorize=false"], run_dir=tmp / "inprocess"
+    )
     assert grpc["status"] == "completed", grpc["error"]
     central = [
         [(m.get("validation"), m.get("test")) for m in records.read_metrics(tmp / d)]
@@ -168,7 +171,8 @@ def label_split_rounds(strategy: object, rounds: int, lr: float, steps: int) -> 
         for msg in strategy.configure_train(rnd, weights, ConfigRecord({"lr": lr}), FakeGrid(2)):
             i = msg.metadata.dst_node_id - 1
             model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-            side = client_strategies.setup(msg.content, contexts[i], model, settings, cpu)
+            params = dict(model.named_parameters())
+            side = client_strategies.setup(msg.content, contexts[i], params, settings, cpu)
             metrics = training.train(
                 model,
                 x[parts[i]],
@@ -176,13 +180,13 @@ def label_split_rounds(strategy: object, rounds: int, lr: float, steps: int) -> 
                 settings,
                 cpu,
                 torch.Generator(),
-                side.loss_hooks,
-                side.grad_hooks,
+                side.loss_terms,
+                side.grad_terms,
             )
             content = RecordDict(
                 {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics)}
             )
-            for key, record in side.finish(model, metrics).items():
+            for key, record in side.finish(dict(model.named_parameters()), metrics).items():
                 content[key] = record
             replies.append(Message(content=content, metadata=_metadata(i + 1)))
         weights, _ = strategy.aggregate_train(rnd, replies)

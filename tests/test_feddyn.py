@@ -64,11 +64,11 @@ def test_client_objective_and_state() -> None:
     g = {k: np.full(v.shape, 2.0, dtype=np.float32) for k, v in x0.items()}
     ctx.state[client_strategies.FEDDYN_STATE] = arrays(**g)
     content = RecordDict({"config": ConfigRecord({ALPHA_KEY: alpha})})
-    side = client_strategies.setup(content, ctx, model, settings, cpu)
+    side = client_strategies.setup(content, ctx, dict(model.named_parameters()), settings, cpu)
     metrics = training.train(
-        model, data_x, data_y, settings, cpu, torch.Generator(), side.loss_hooks, side.grad_hooks
+        model, data_x, data_y, settings, cpu, torch.Generator(), side.loss_terms, side.grad_terms
     )
-    assert side.finish(model, metrics) == {}
+    assert side.finish(dict(model.named_parameters()), metrics) == {}
     for k, p in model.named_parameters():
         # At theta = x the quadratic's gradient is 0; the linear term adds -g: y = y_plain + lr g
         np.testing.assert_allclose(p.detach(), plain.state_dict()[k] + lr * 2.0, atol=1e-6)

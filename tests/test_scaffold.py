@@ -86,8 +86,8 @@ def _one_step(model: nn.Module, side: client_strategies.ClientSide, lr: float) -
         settings,
         torch.device("cpu"),
         torch.Generator(),
-        side.loss_hooks,
-        side.grad_hooks,
+        side.loss_terms,
+        side.grad_terms,
     )
 
 
@@ -104,9 +104,10 @@ def test_client_correction_and_control_update() -> None:
     c = {k: np.full(v.shape, 0.5, dtype=np.float32) for k, v in x0.items()}
     content = RecordDict({"config": ConfigRecord({"lr": lr}), CONTROL_KEY: arrays(**c)})
     settings = training.TrainSettings(lr=lr)
-    side = client_strategies.setup(content, ctx, base, settings, torch.device("cpu"))
+    params = dict(base.named_parameters())
+    side = client_strategies.setup(content, ctx, params, settings, torch.device("cpu"))
     metrics = _one_step(base, side, lr)
-    extra = side.finish(base, metrics)
+    extra = side.finish(dict(base.named_parameters()), metrics)
     # One SGD step with gradient + (c - c_i) = + 0.5: y = y_plain - lr * 0.5
     for k, p in base.named_parameters():
         np.testing.assert_allclose(p.detach(), plain.state_dict()[k] - lr * 0.5, atol=1e-6)

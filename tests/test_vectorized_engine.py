@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from fedlearn import training
+from fedlearn.app import client_strategies
 from fedlearn.models.cnn import CNN
+from fedlearn.training import Term
 from fedlearn.vectorized.engine import ClientTask, _sgd_step, evaluate_group, train_group
 
 CPU = torch.device("cpu")
@@ -61,6 +63,29 @@ def test_each_client_trains_as_it_would_alone(settings):
     assert out[-1][1]["num-steps"] == 0 and torch.equal(
         out[-1][0]["classifier.2.bias"], start["classifier.2.bias"]
     )
+
+
+def test_strategy_terms_as_alone():
+    """SCAFFOLD's gradient term and FedDyn's loss term, each client with its own tensors."""
+    settings = SETTINGS[1]
+    model, start, data = _setup()
+    tasks = _tasks(start, data, settings)
+    for i, task in enumerate(tasks):
+        torch.manual_seed(i)
+        noise = {k: 0.01 * torch.randn_like(v) for k, v in start.items()}
+        task.grad_terms = (Term(client_strategies.scaffold_correction, (noise,)),)
+        dyn = (noise, start, torch.tensor(0.1 * (i + 1)))
+        task.loss_terms = (Term(client_strategies.feddyn_term, dyn),)
+    out = train_group(model, tasks, settings, CPU)
+    for i, (task, (params, metrics)) in enumerate(zip(tasks, out, strict=True)):
+        alone = copy.deepcopy(model)
+        gen = torch.Generator().manual_seed(i)
+        expected = training.train(
+            alone, task.x, task.y, settings, CPU, gen, task.loss_terms, task.grad_terms
+        )
+        assert metrics["train_loss"] == pytest.approx(expected["train_loss"], rel=LOSS_RTOL)
+        for k, p in alone.named_parameters():
+            torch.testing.assert_close(params[k], p.detach(), atol=WEIGHTS_ATOL, rtol=0)
 
 
 def test_a_client_does_not_depend_on_its_group():

@@ -24,12 +24,14 @@ RUN = [
     "partitioner=dirichlet",
     "partitioner.alpha=0.5",
 ]
-# Measured on these runs: metrics within 2e-7 (relative), final weights within 1e-7.
-RTOL = 1e-5
-WEIGHTS_ATOL = 1e-5
+# Measured on these runs: metrics within 8.2e-8 (relative), final weights within 1.1e-7.
+RTOL = 1e-6
+WEIGHTS_ATOL = 1e-6
 STRATEGIES = {
     "fedavg": [],
     "fedprox": ["strategy.proximal_mu=0.1"],
+    "scaffold": [],
+    "feddyn": ["strategy.alpha=0.1"],
     "fednova": [],
     "qfedavg": [],
 }

@@ -183,8 +183,9 @@ def train(msg: Message, context: Context) -> Message:
     seed = client_seed(job, config)
     gen = torch.Generator().manual_seed(seed)
     settings = train_settings(config)
-    # Strategies with client state (SCAFFOLD, FedDyn): hooks + extra reply records.
-    side = client_strategies.setup(msg.content, context, model, settings, job.device)
+    # Strategies with client state (SCAFFOLD, FedDyn): terms + extra reply records.
+    received = dict(model.named_parameters())
+    side = client_strategies.setup(msg.content, context, received, settings, job.device)
     cuda = []
     if job.device.type == "cuda":
         cuda = [job.device.index if job.device.index is not None else torch.cuda.current_device()]
@@ -197,10 +198,11 @@ def train(msg: Message, context: Context) -> Message:
             settings,
             job.device,
             gen,
-            loss_hooks=side.loss_hooks,
-            grad_hooks=side.grad_hooks,
+            loss_terms=side.loss_terms,
+            grad_terms=side.grad_terms,
         )
-    return train_reply(msg, model.state_dict(), metrics, side.finish(model, metrics))
+    extra = side.finish(dict(model.named_parameters()), metrics)
+    return train_reply(msg, model.state_dict(), metrics, extra)
 
 
 @app.evaluate()

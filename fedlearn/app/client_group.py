@@ -19,7 +19,7 @@ from flwr.app import Context, Message
 from flwr.app.message_type import MessageType
 from torch import nn
 
-from fedlearn.app import arrays
+from fedlearn.app import arrays, client_strategies
 from fedlearn.app.client_app import (
     ClientJob,
     client_job,
@@ -31,8 +31,6 @@ from fedlearn.app.client_app import (
     train_settings,
 )
 from fedlearn.runtime import batched
-from fedlearn.strategies.feddyn import ALPHA_KEY
-from fedlearn.strategies.scaffold import CONTROL_KEY
 from fedlearn.training import TrainSettings, batch_schedule
 from fedlearn.vectorized import engine, policy
 
@@ -48,6 +46,7 @@ class _Client:
     params: engine.Params
     settings: TrainSettings | None = None
     task: engine.ClientTask | None = None
+    side: client_strategies.ClientSide | None = None
 
 
 def received(model: nn.Module, msg: Message) -> engine.Params:
@@ -66,9 +65,14 @@ def received(model: nn.Module, msg: Message) -> engine.Params:
 
 
 def _group_key(c: _Client) -> tuple:
-    s = c.settings
-    optimizer = (s.lr, s.momentum, s.weight_decay, s.proximal_mu, s.batch_size) if s else ()
-    return (c.job.model_json, c.job.spec, str(c.job.device), *optimizer)
+    """Clients with equal keys can share one computation: the same model on the same
+    device, the same local optimizer and the same strategy term functions."""
+    key = (c.job.model_json, c.job.spec, str(c.job.device))
+    if c.settings is None or c.task is None:
+        return key
+    s, t = c.settings, c.task
+    terms = tuple(x.fn for x in t.loss_terms), tuple(x.fn for x in t.grad_terms)
+    return (*key, s.lr, s.momentum, s.weight_decay, s.proximal_mu, s.batch_size, *terms)
 
 
 class VectorizedClients:
@@ -92,7 +96,7 @@ class VectorizedClients:
         train, evaluate = [], []
         for msg, ctx in zip(messages, contexts, strict=True):
             kind = msg.metadata.message_type
-            if kind == MessageType.TRAIN and self._plain(msg):
+            if kind == MessageType.TRAIN:
                 train.append(self._unpack(msg, ctx, with_task=True))
             elif kind == MessageType.EVALUATE:
                 evaluate.append(self._unpack(msg, ctx, with_task=False))
@@ -100,21 +104,20 @@ class VectorizedClients:
         return [done.get(id(m)) for m in messages]
 
     @staticmethod
-    def _plain(msg: Message) -> bool:
-        # Strategies with client state (SCAFFOLD, FedDyn) run one client at a time.
-        config = msg.content["config"] if "config" in msg.content else {}
-        return CONTROL_KEY not in msg.content and ALPHA_KEY not in config
-
-    @staticmethod
     def _unpack(msg: Message, context: Context, with_task: bool) -> _Client:
         job = client_job(context)
         client = _Client(msg, job, received(job_model(job), msg))
         if with_task:
             config = msg.content["config"]
-            client.settings = train_settings(config)
+            settings = client.settings = train_settings(config)
             gen = torch.Generator().manual_seed(client_seed(job, config))
-            schedule = batch_schedule(len(job.train_y), client.settings, gen)
-            client.task = engine.ClientTask(client.params, job.train_x, job.train_y, schedule)
+            schedule = batch_schedule(len(job.train_y), settings, gen)
+            side = client.side = client_strategies.setup(
+                msg.content, context, client.params, settings, job.device
+            )
+            client.task = engine.ClientTask(
+                client.params, job.train_x, job.train_y, schedule, side.loss_terms, side.grad_terms
+            )
         return client
 
     @staticmethod
@@ -139,14 +142,17 @@ class VectorizedClients:
         return groups
 
     def _train(self, clients: list[_Client], group_size: int | None) -> dict[int, Message]:
-        out = {}
+        trained = []
         for group in self._groups(clients, group_size):
             job, settings = group[0].job, group[0].settings
             tasks = [c.task for c in group]
             results = engine.train_group(job_model(job), tasks, settings, job.device)
-            for c, (params, metrics) in zip(group, results, strict=True):
-                out[id(c.msg)] = train_reply(c.msg, params, metrics, {})
-        return out
+            trained += zip(group, results, strict=True)
+        # Only now that every group has trained: client state (SCAFFOLD's c_i, ...).
+        return {
+            id(c.msg): train_reply(c.msg, params, metrics, c.side.finish(params, metrics))
+            for c, (params, metrics) in trained
+        }
 
     def _evaluate(self, clients: list[_Client], group_size: int | None) -> dict[int, Message]:
         out = {}

@@ -1,8 +1,11 @@
 """Client sides of strategies that need more than TrainSettings: keyed by message contents.
 
-:func:`setup` looks at a train message and returns the loss/gradient hooks for
-:func:`fedlearn.training.train` plus a ``finish`` step that updates the client's
-state in its Flower ``Context.state`` and returns extra reply records.
+:func:`setup` looks at a train message and returns the loss and gradient terms
+(:class:`fedlearn.training.Term`) a client's local training adds, plus a ``finish``
+step that updates the client's state in its Flower ``Context.state`` and returns
+extra reply records. The terms are pure functions of the parameters (or gradients)
+and the client's tensors, so a client trained alone and a group trained at once
+(:mod:`fedlearn.vectorized`) run the same code.
 
 ==========================  ================================  ==================================
 message contains            client does                       kept in ``context.state``
@@ -19,64 +22,65 @@ a name missing from a received or stored record counts as zeros.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from flwr.app import ArrayRecord, Context, RecordDict
-from torch import nn
 
 from fedlearn.app import arrays
 from fedlearn.strategies.feddyn import ALPHA_KEY
 from fedlearn.strategies.fednova import normalizing_norm
 from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY
-from fedlearn.training import GradHook, LossHook, TrainSettings
+from fedlearn.training import Term, TrainSettings
 
 SCAFFOLD_STATE = "scaffold-ci"
 FEDDYN_STATE = "feddyn-grad"
 
 Tensors = dict[str, torch.Tensor]
-Finish = Callable[[nn.Module, dict], dict[str, ArrayRecord]]
+# After training: (trained parameters by name, train metrics) -> extra reply records.
+Finish = Callable[[Mapping[str, torch.Tensor], dict], dict[str, ArrayRecord]]
 
 
 @dataclass
 class ClientSide:
-    """Hooks for one local training run and what to do after it."""
+    """Terms for one local training run and what to do after it."""
 
-    loss_hooks: tuple[LossHook, ...] = ()
-    grad_hooks: tuple[GradHook, ...] = ()
+    loss_terms: tuple[Term, ...] = ()
+    grad_terms: tuple[Term, ...] = ()
     finishers: list[Finish] = field(default_factory=list)
 
-    def finish(self, model: nn.Module, metrics: dict) -> dict[str, ArrayRecord]:
-        """Run every finisher after training; their extra reply records, merged."""
+    def finish(self, params: Mapping[str, torch.Tensor], metrics: dict) -> dict[str, ArrayRecord]:
+        """Run every finisher on the trained parameters; their extra reply records, merged."""
         extra: dict[str, ArrayRecord] = {}
         for fn in self.finishers:
-            extra.update(fn(model, metrics))
+            extra.update(fn(params, metrics))
         return extra
 
 
 def setup(
     content: RecordDict,
     context: Context,
-    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
     settings: TrainSettings,
     device: torch.device,
 ) -> ClientSide:
     """The client side of whatever strategy ``content`` (a train message) asks for.
 
-    ``model`` must already hold the received global weights.
+    ``params``: the received global weights, by parameter name (a model's
+    ``named_parameters()``).
     """
     side = ClientSide()
     config = content["config"] if "config" in content else {}
     if CONTROL_KEY in content:
-        _scaffold(side, content[CONTROL_KEY], context, model, settings, device)
+        _scaffold(side, content[CONTROL_KEY], context, params, settings, device)
     if ALPHA_KEY in config:
-        _feddyn(side, float(config[ALPHA_KEY]), context, model, device)
+        _feddyn(side, float(config[ALPHA_KEY]), context, params, device)
     return side
 
 
-def _params(model: nn.Module, device: torch.device) -> Tensors:
-    return {k: p.detach().to(device).clone() for k, p in model.named_parameters()}
+def _params(params: Mapping[str, torch.Tensor], device: torch.device) -> Tensors:
+    return {k: p.detach().to(device).clone() for k, p in params.items()}
 
 
 def _tensors(record: ArrayRecord | None, like: Tensors) -> Tensors:
@@ -98,7 +102,7 @@ def _scaffold(
     side: ClientSide,
     c_record: ArrayRecord,
     context: Context,
-    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
     settings: TrainSettings,
     device: torch.device,
 ) -> None:
@@ -110,19 +114,14 @@ def _scaffold(
     much (training diverges at rho = 0.9); dividing by ``lr * ||a||_1`` instead,
     FedNova's count of effective steps (``K`` for plain SGD), keeps it a mean gradient.
     """
-    x = _params(model, device)
+    x = _params(params, device)
     c = _tensors(c_record, x)
     c_i = _tensors(_state(context, SCAFFOLD_STATE), x)
     correction = {k: c[k] - c_i[k] for k in x}
 
-    def grad_hook(m: nn.Module) -> None:
-        for k, p in m.named_parameters():
-            if p.grad is not None:
-                p.grad.add_(correction[k])
-
-    def finish(m: nn.Module, metrics: dict) -> dict[str, ArrayRecord]:
+    def finish(trained: Mapping[str, torch.Tensor], metrics: dict) -> dict[str, ArrayRecord]:
         steps = int(metrics.get("num-steps", 0))
-        y = _params(m, device)
+        y = _params(trained, device)
         if steps > 0:
             prox = settings.lr * settings.proximal_mu
             scale = 1.0 / (settings.lr * normalizing_norm(steps, settings.momentum, prox))
@@ -132,26 +131,37 @@ def _scaffold(
         context.state[SCAFFOLD_STATE] = arrays.to_record(c_new)
         return {DELTA_KEY: arrays.to_record({k: c_new[k] - c_i[k] for k in x})}
 
-    side.grad_hooks += (grad_hook,)
+    side.grad_terms += (Term(scaffold_correction, (correction,)),)
     side.finishers.append(finish)
+
+
+def scaffold_correction(grads: Tensors, correction: Tensors) -> Tensors:
+    """SCAFFOLD's corrected gradient ``g + (c - c_i)`` (Alg. 1 line 10)."""
+    return {k: g + correction[k] for k, g in grads.items()}
 
 
 def _feddyn(
-    side: ClientSide, alpha: float, context: Context, model: nn.Module, device: torch.device
+    side: ClientSide,
+    alpha: float,
+    context: Context,
+    params: Mapping[str, torch.Tensor],
+    device: torch.device,
 ) -> None:
     """FedDyn's local objective and gradient-state update (Acar et al. 2021, Alg. 1)."""
-    x = _params(model, device)
+    x = _params(params, device)
     g = _tensors(_state(context, FEDDYN_STATE), x)
 
-    def loss_hook(m: nn.Module) -> torch.Tensor:
-        linear = sum((p * g[k]).sum() for k, p in m.named_parameters())
-        quad = sum((p - x[k]).pow(2).sum() for k, p in m.named_parameters())
-        return -linear + 0.5 * alpha * quad
-
-    def finish(m: nn.Module, metrics: dict) -> dict[str, ArrayRecord]:
-        y = _params(m, device)
+    def finish(trained: Mapping[str, torch.Tensor], metrics: dict) -> dict[str, ArrayRecord]:
+        y = _params(trained, device)
         context.state[FEDDYN_STATE] = arrays.to_record({k: g[k] - alpha * (y[k] - x[k]) for k in x})
         return {}
 
-    side.loss_hooks += (loss_hook,)
+    side.loss_terms += (Term(feddyn_term, (g, x, torch.tensor(alpha, device=device))),)
     side.finishers.append(finish)
+
+
+def feddyn_term(params: Tensors, g: Tensors, x: Tensors, alpha: torch.Tensor) -> torch.Tensor:
+    """FedDyn's ``-<g, w> + alpha/2 ||w - x||^2``."""
+    linear = sum((p * g[k]).sum() for k, p in params.items())
+    quad = sum((p - x[k]).pow(2).sum() for k, p in params.items())
+    return -linear + 0.5 * alpha * quad

@@ -2,7 +2,9 @@
 
 Every client of a group does what :func:`fedlearn.training.train` would do for it:
 the same batches (:func:`~fedlearn.training.batch_schedule` with its own generator),
-the same loss and FedProx term, ``torch.optim.SGD``'s update. The difference is how:
+the same loss, FedProx term and strategy terms (:class:`~fedlearn.training.Term`:
+SCAFFOLD's correction, FedDyn's terms), ``torch.optim.SGD``'s update. The difference
+is how:
 the clients' parameters are stacked along a new first dimension and
 ``vmap(grad(loss))`` computes every client's gradient at once, so a step costs one
 pass of operations over the group instead of one per client.
@@ -28,7 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from fedlearn.training import TrainSettings, proximal_term
+from fedlearn.training import Term, TrainSettings, proximal_term
 
 Params = dict[str, torch.Tensor]
 
@@ -45,17 +47,28 @@ class ClientTask:
         Its training data.
     schedule : list of Tensor
         The sample indices of each step (:func:`fedlearn.training.batch_schedule`).
+    loss_terms, grad_terms : tuple of Term
+        A strategy's terms (:mod:`fedlearn.app.client_strategies`); the clients of a
+        group have the same functions, each with its own tensors.
     """
 
     params: Params
     x: torch.Tensor
     y: torch.Tensor
     schedule: list[torch.Tensor] = field(default_factory=list)
+    loss_terms: tuple[Term, ...] = ()
+    grad_terms: tuple[Term, ...] = ()
 
 
-def stack(params: Sequence[Params], device: torch.device) -> Params:
-    """Parameters of many clients, stacked along a new first dimension."""
-    return {k: torch.stack([p[k] for p in params]).to(device) for k in params[0]}
+def stack(trees: Sequence[Any], device: torch.device) -> Any:
+    """Tensors of many clients (tensors, or dicts or tuples of them, alike for every
+    client), stacked along a new first dimension."""
+    first = trees[0]
+    if isinstance(first, dict):
+        return {k: stack([t[k] for t in trees], device) for k in first}
+    if isinstance(first, tuple):
+        return tuple(stack(list(items), device) for items in zip(*trees, strict=True))
+    return torch.stack(list(trees)).to(device)
 
 
 def unstack(stacked: Params, count: int) -> list[Params]:
@@ -89,16 +102,19 @@ def _padded(tasks: Sequence[ClientTask], batch: int, steps: int, device: torch.d
     return xs, ys, index.to(device), real.to(device)
 
 
-LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+StepFn = Callable[..., tuple[Params, torch.Tensor]]
 
 
-def _loss_fn(model: nn.Module, settings: TrainSettings) -> LossFn:
-    """One client's loss at one step, written for ``vmap``: ``(params, x, y, real,
-    anchor) -> (loss, cross-entropy)``, the cross-entropy being the mean over real rows
-    (what the sequential path reports as ``train_loss``)."""
+def _step_fn(model: nn.Module, settings: TrainSettings, task: ClientTask) -> StepFn:
+    """One client's gradients at one step, written for ``vmap``: ``(params, x, y, real,
+    anchor, loss_data, grad_data) -> (gradients, cross-entropy)``, the cross-entropy
+    being the mean over real rows (what the sequential path reports as ``train_loss``).
+    The loss is :func:`fedlearn.training.train`'s, term for term and in its order."""
     buffers = dict(model.named_buffers())
+    loss_fns = [t.fn for t in task.loss_terms]
+    grad_fns = [t.fn for t in task.grad_terms]
 
-    def loss(params: Params, x: torch.Tensor, y: torch.Tensor, real: torch.Tensor, anchor):
+    def loss(params: Params, x, y, real, anchor, loss_data):
         logits = functional_call(model, {**params, **buffers}, (x,))
         rows = F.cross_entropy(logits, y, reduction="none")
         ce = torch.where(real, rows, 0.0).sum() / real.sum().clamp(min=1)
@@ -106,9 +122,17 @@ def _loss_fn(model: nn.Module, settings: TrainSettings) -> LossFn:
         if anchor is not None:
             prox = proximal_term(params.values(), anchor.values())
             total = total + 0.5 * settings.proximal_mu * prox
+        for fn, data in zip(loss_fns, loss_data, strict=True):
+            total = total + fn(params, *data)
         return total, ce.detach()
 
-    return loss
+    def step(params: Params, x, y, real, anchor, loss_data, grad_data):
+        grads, ce = grad(loss, has_aux=True)(params, x, y, real, anchor, loss_data)
+        for fn, data in zip(grad_fns, grad_data, strict=True):
+            grads = fn(grads, *data)
+        return grads, ce
+
+    return step
 
 
 @torch.no_grad()
@@ -160,15 +184,16 @@ def train_group(
     if horizon > 0:
         xs, ys, index, real = _padded(tasks, settings.batch_size, horizon, device)
         anchor = {k: v.clone() for k, v in params.items()} if settings.proximal_mu > 0 else None
-        anchor_dim = None if anchor is None else 0
-        step_fn = vmap(
-            grad(_loss_fn(model, settings), has_aux=True), in_dims=(0, 0, 0, 0, anchor_dim)
-        )
+        in_dims = (0, 0, 0, 0, None if anchor is None else 0, 0, 0)
+        step_fn = vmap(_step_fn(model, settings, tasks[0]), in_dims=in_dims)
+        loss_data = stack([tuple(t.tensors for t in task.loss_terms) for task in tasks], device)
+        grad_data = stack([tuple(t.tensors for t in task.grad_terms) for task in tasks], device)
         live_at = torch.tensor([[s > t for s in steps] for t in range(horizon)], device=device)
         momenta: Params = {}
         model.train()
         for t in range(horizon):
-            grads, ce = step_fn(params, xs[index[t]], ys[index[t]], real[t], anchor)
+            batch = (xs[index[t]], ys[index[t]], real[t])
+            grads, ce = step_fn(params, *batch, anchor, loss_data, grad_data)
             live = None if min(steps) > t else live_at[t]
             _sgd_step(params, grads, momenta, settings, live)
             losses.append(ce)

@@ -16,6 +16,7 @@ says where the answers disagree with what it measured.
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 from torch import nn
@@ -76,10 +77,22 @@ def available_memory(device: torch.device) -> int:
         return 2**31
 
 
+_MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
+
+
 def client_bytes(model: nn.Module, x: torch.Tensor) -> int:
     """Memory one client of a group takes for a step on the batch ``x``: its stacked
     parameters, gradients, momentum and start (four copies) and what the forward pass
-    keeps for the backward pass, measured, twice over for the batched kernels' copies."""
+    keeps for the backward pass, measured (once per model and batch shape), twice over
+    for the batched kernels' copies."""
+    key = (tuple(x.shape), x.dtype, str(x.device))
+    known = _MEASURED.setdefault(model, {})
+    if key not in known:
+        known[key] = _measure(model, x)
+    return known[key]
+
+
+def _measure(model: nn.Module, x: torch.Tensor) -> int:
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     saved: dict[int, int] = {}
 
