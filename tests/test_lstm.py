@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn import functional as F
@@ -13,7 +10,7 @@ from fedlearn.data import DataSpec
 from fedlearn.models import build_model
 from fedlearn.models.lstm import LSTM
 
-from .text_model_helpers import fits_last_character, step_on_shakespeare_fixture
+from .text_model_helpers import fits_last_character, shakespeare_run, step_on_shakespeare_fixture
 
 TEXT = DataSpec(input_shape=(80,), num_classes=81, kind="text")
 CFG = {"_target_": "fedlearn.models.lstm.LSTM", "embed_dim": 8, "hidden": 32, "layers": 2}
@@ -58,14 +55,8 @@ def test_dropout_is_seeded_per_client_round(tmp_path) -> None:
     from fedlearn.experiment import simulate
     from tests.conftest import metrics_without_timings
 
-    shutil.copytree(Path(__file__).parent / "fixtures" / "shakespeare", tmp_path / "texts")
     overrides = [
-        "dataset=shakespeare",
-        f"dataset.cache_dir={tmp_path}",
-        "dataset.seq_len=8",
-        "dataset.min_samples=20",
-        "partitioner=natural",
-        "num_clients=3",
+        *shakespeare_run(tmp_path, num_clients=3),
         "num_rounds=2",
         "model=lstm",
         "model.hidden=16",

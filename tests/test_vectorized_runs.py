@@ -4,6 +4,7 @@ side; run to run; for any group size and number of workers."""
 from __future__ import annotations
 
 import math
+import subprocess
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ import torch
 from fedlearn import records
 from fedlearn.experiment import simulate
 from fedlearn.vectorized import engine
-from tests.conftest import TINY, metrics_without_timings
+from tests.conftest import SIMULATE, TINY, metrics_without_timings
+from tests.text_model_helpers import shakespeare_run
 
 # Six clients of unequal size (Dirichlet label skew) with max_steps cutting the larger
 # ones: each client takes its own number of steps.
@@ -92,3 +94,27 @@ def test_same_seed_same_metrics_whatever_group_size_or_workers(tmp_path):
     first = metrics_without_timings(tmp_path / "a")
     for other in ("b", "pairs", "workers"):
         assert metrics_without_timings(tmp_path / other) == first, other
+
+
+@pytest.mark.slow
+def test_vectorize_true_with_dropout_stops_in_one_line(tmp_path):
+    overrides = [
+        *shakespeare_run(tmp_path, num_clients=2),
+        "num_rounds=1",
+        "model=lstm",
+        "model.hidden=8",
+        "model.dropout=0.5",
+        "progress=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = subprocess.run(
+        [*SIMULATE, *overrides, "runtime.vectorize=true"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "fedlearn: error: runtime.vectorize=true: model=LSTM has dropout at lstm (p=0.5):"
+        " the sequential path draws each client's masks from torch's RNG in turn, which one"
+        " vectorized step cannot reproduce; use auto or false"
+    )
+    auto = simulate(overrides[:-1], run_dir=tmp_path / "auto")  # auto: one at a time
+    assert auto["status"] == "completed"

@@ -48,3 +48,17 @@ def step_on_shakespeare_fixture(cfg: dict, tmp_path: Path) -> torch.nn.Module:
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
     return model
+
+
+def shakespeare_run(tmp_path: Path, num_clients: int) -> list[str]:
+    """Overrides for a run on the committed fixture plays (copied under ``tmp_path``):
+    8-character windows, one client per role."""
+    shutil.copytree(Path(__file__).parent / "fixtures" / "shakespeare", tmp_path / "texts")
+    return [
+        "dataset=shakespeare",
+        f"dataset.cache_dir={tmp_path}",
+        "dataset.seq_len=8",
+        "dataset.min_samples=20",
+        "partitioner=natural",
+        f"num_clients={num_clients}",
+    ]
