@@ -4,10 +4,15 @@ Every client of a group does what :func:`fedlearn.training.train` would do for i
 the same batches (:func:`~fedlearn.training.batch_schedule` with its own generator),
 the same loss, FedProx term and strategy terms (:class:`~fedlearn.training.Term`:
 SCAFFOLD's correction, FedDyn's terms), ``torch.optim.SGD``'s update. The difference
-is how:
-the clients' parameters are stacked along a new first dimension and
-``vmap(grad(loss))`` computes every client's gradient at once, so a step costs one
-pass of operations over the group instead of one per client.
+is how: the clients' parameters are stacked along a new first dimension, the model
+runs on all of them at once (``vmap`` of ``functional_call``), and one backward pass
+of the sum of the clients' losses gives every client's gradient (client ``i``'s loss
+depends on its own parameters only). A step costs one pass of operations over the
+group instead of one per client.
+
+Why not ``vmap(grad(loss))``: measured, the batched backward that autograd runs on
+the vmapped forward is faster (about 10% on the digits CNN, 20% on 28x28 images), and
+``torch.func.grad`` imports ``torch._dynamo`` on first use, 1-2 s in every process.
 
 Clients of unequal size share one shape: each step's batch is padded to
 ``batch_size`` with rows of the client's own data that carry no weight (the mean is
@@ -27,7 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from fedlearn.training import Term, TrainSettings, proximal_term
@@ -102,37 +107,37 @@ def _padded(tasks: Sequence[ClientTask], batch: int, steps: int, device: torch.d
     return xs, ys, index.to(device), real.to(device)
 
 
-StepFn = Callable[..., tuple[Params, torch.Tensor]]
+LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def _step_fn(model: nn.Module, settings: TrainSettings, task: ClientTask) -> StepFn:
-    """One client's gradients at one step, written for ``vmap``: ``(params, x, y, real,
-    anchor, loss_data, grad_data) -> (gradients, cross-entropy)``, the cross-entropy
-    being the mean over real rows (what the sequential path reports as ``train_loss``).
-    The loss is :func:`fedlearn.training.train`'s, term for term and in its order."""
+def batched_forward(model: nn.Module) -> Callable[[Params, torch.Tensor], torch.Tensor]:
+    """``model`` on stacked parameters and stacked inputs: ``(params[B], x[B, n]) ->
+    logits[B, n]`` (its buffers, such as a causal mask, shared)."""
     buffers = dict(model.named_buffers())
-    loss_fns = [t.fn for t in task.loss_terms]
-    grad_fns = [t.fn for t in task.grad_terms]
+    return vmap(lambda p, x: functional_call(model, {**p, **buffers}, (x,)))
+
+
+def _loss_fn(model: nn.Module, settings: TrainSettings, task: ClientTask) -> LossFn:
+    """Every client's loss at one step: ``(params, x, y, real, anchor, loss_data) ->
+    (loss[B], cross-entropy[B])``, the cross-entropy being the mean over real rows (what
+    the sequential path reports as ``train_loss``). The loss is
+    :func:`fedlearn.training.train`'s, term for term and in its order."""
+    forward = batched_forward(model)
+    prox = vmap(lambda p, a: proximal_term(p.values(), a.values()))
+    loss_fns = [vmap(t.fn) for t in task.loss_terms]
 
     def loss(params: Params, x, y, real, anchor, loss_data):
-        logits = functional_call(model, {**params, **buffers}, (x,))
-        rows = F.cross_entropy(logits, y, reduction="none")
-        ce = torch.where(real, rows, 0.0).sum() / real.sum().clamp(min=1)
+        logits = forward(params, x)
+        rows = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        ce = torch.where(real, rows.view(real.shape), 0.0).sum(1) / real.sum(1).clamp(min=1)
         total = ce
         if anchor is not None:
-            prox = proximal_term(params.values(), anchor.values())
-            total = total + 0.5 * settings.proximal_mu * prox
+            total = total + 0.5 * settings.proximal_mu * prox(params, anchor)
         for fn, data in zip(loss_fns, loss_data, strict=True):
             total = total + fn(params, *data)
         return total, ce.detach()
 
-    def step(params: Params, x, y, real, anchor, loss_data, grad_data):
-        grads, ce = grad(loss, has_aux=True)(params, x, y, real, anchor, loss_data)
-        for fn, data in zip(grad_fns, grad_data, strict=True):
-            grads = fn(grads, *data)
-        return grads, ce
-
-    return step
+    return loss
 
 
 @torch.no_grad()
@@ -148,8 +153,8 @@ def _sgd_step(
     ``live`` (one bool per client, or None for all) freezes finished clients. Their
     momentum is left to drift: a finished client never steps again.
     """
-    for k, p in params.items():
-        g = grads[k]
+    for k, g in grads.items():
+        p = params[k]
         if settings.weight_decay != 0:
             g = g.add(p, alpha=settings.weight_decay)
         if settings.momentum != 0:
@@ -184,16 +189,23 @@ def train_group(
     if horizon > 0:
         xs, ys, index, real = _padded(tasks, settings.batch_size, horizon, device)
         anchor = {k: v.clone() for k, v in params.items()} if settings.proximal_mu > 0 else None
-        in_dims = (0, 0, 0, 0, None if anchor is None else 0, 0, 0)
-        step_fn = vmap(_step_fn(model, settings, tasks[0]), in_dims=in_dims)
+        loss_fn = _loss_fn(model, settings, tasks[0])
+        grad_fns = [vmap(t.fn) for t in tasks[0].grad_terms]
         loss_data = stack([tuple(t.tensors for t in task.loss_terms) for task in tasks], device)
         grad_data = stack([tuple(t.tensors for t in task.grad_terms) for task in tasks], device)
         live_at = torch.tensor([[s > t for s in steps] for t in range(horizon)], device=device)
         momenta: Params = {}
         model.train()
         for t in range(horizon):
-            batch = (xs[index[t]], ys[index[t]], real[t])
-            grads, ce = step_fn(params, *batch, anchor, loss_data, grad_data)
+            leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+            total, ce = loss_fn(leaves, xs[index[t]], ys[index[t]], real[t], anchor, loss_data)
+            # Client i's loss depends on its parameters only: the gradient of the sum is
+            # each client's own gradient. A parameter the loss does not use gets none and,
+            # as with torch.optim.SGD, no step.
+            found = torch.autograd.grad(total.sum(), list(leaves.values()), allow_unused=True)
+            grads = {k: g for k, g in zip(leaves, found, strict=True) if g is not None}
+            for fn, data in zip(grad_fns, grad_data, strict=True):
+                grads = fn(grads, *data)
             live = None if min(steps) > t else live_at[t]
             _sgd_step(params, grads, momenta, settings, live)
             losses.append(ce)
@@ -224,8 +236,7 @@ def evaluate_group(
     count = len(params)
     params, data = _companion(list(params)), _companion(list(data))
     stacked = stack(params, device)
-    buffers = dict(model.named_buffers())
-    forward = vmap(lambda p, x: functional_call(model, {**p, **buffers}, (x,)))
+    forward = batched_forward(model)
     sizes = [len(y) for _, y in data]
     xs = torch.cat([x for x, _ in data]).to(device)
     ys = torch.cat([y for _, y in data]).to(device)

@@ -265,9 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.add or args.revoke:
         for flag in ("server", "port", "mtls", "partitions"):
             if getattr(args, flag):
-                raise ValueError(
-                    f"--{flag}: set when the kits were made; not with --add/--revoke"
-                )
+                raise ValueError(f"--{flag}: set when the kits were made; not with --add/--revoke")
     if args.revoke:
         if args.clients:
             raise ValueError("--revoke and --clients: one at a time")
