@@ -23,18 +23,34 @@ def _image(side: int) -> DataSpec:
     return DataSpec(input_shape=(1, side, side), num_classes=10, kind="image")
 
 
-def test_auto_vectorizes_the_cnn_on_small_images_only():
-    assert policy.refusal(_model("cnn", _image(8)), CPU, forced=False) is None
-    reason = policy.refusal(_model("cnn", _image(28)), CPU, forced=False)
+def _sample(model: nn.Module, spec: DataSpec) -> torch.Tensor:
+    text = spec.kind == "text"
+    return torch.zeros(1, *spec.input_shape, dtype=torch.long if text else None)
+
+
+def _refusal(model: nn.Module, spec: DataSpec = TEXT, forced: bool = False) -> str | None:
+    return policy.refusal(model, CPU, forced, _sample(model, spec))
+
+
+def test_auto_vectorizes_the_cnn_up_to_28x28():
+    assert _refusal(_model("cnn", _image(8)), _image(8)) is None
+    assert _refusal(_model("cnn", _image(28)), _image(28)) is None
+    color = DataSpec(input_shape=(3, 32, 32), num_classes=10, kind="image")
+    reason = _refusal(_model("cnn", color), color)
     assert reason == "model=CNN trains faster one client at a time on cpu"
-    assert policy.refusal(_model("cnn", _image(28)), CPU, forced=True) is None
+    assert _refusal(_model("cnn", color), color, forced=True) is None
 
 
-@pytest.mark.parametrize("name", ["lstm", "transformer"])
-def test_auto_runs_text_models_one_at_a_time_but_true_may_vectorize_them(name):
-    model = _model(name, hidden=8) if name == "lstm" else _model(name, width=8, heads=2)
-    assert "trains faster one client at a time" in policy.refusal(model, CPU, forced=False)
-    assert policy.refusal(model, CPU, forced=True) is None
+def test_auto_runs_the_transformer_one_at_a_time_but_true_vectorizes_it():
+    model = _model("transformer", width=8, heads=2)
+    assert _refusal(model) == "model=Transformer trains faster one client at a time on cpu"
+    assert _refusal(model, forced=True) is None
+
+
+def test_lstm_cannot_run_vectorized():
+    reason = _refusal(_model("lstm", hidden=8), forced=True)
+    assert reason.startswith("model=LSTM cannot run vectorized: Batching rule not implemented")
+    assert "aten::lstm" in reason and "\n" not in reason
 
 
 @pytest.mark.parametrize(
@@ -45,14 +61,15 @@ def test_auto_runs_text_models_one_at_a_time_but_true_may_vectorize_them(name):
     ],
 )
 def test_dropout_is_refused_in_one_line(name, sizes, where):
-    reason = policy.refusal(_model(name, **sizes), CPU, forced=True)
-    assert reason.startswith(f"model={type(_model(name, **sizes)).__name__} has dropout at")
+    model = _model(name, **sizes)
+    reason = _refusal(model, forced=True)
+    assert reason.startswith(f"model={type(model).__name__} has dropout at")
     assert where in reason and "cannot reproduce" in reason and "\n" not in reason
 
 
 def test_buffers_that_training_updates_are_refused():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
-    reason = policy.refusal(model, CPU, forced=True)
+    reason = policy.refusal(model, CPU, True, torch.zeros(1, 4))
     assert reason.startswith("model=Sequential has buffers that training updates (1.running_mean")
 
 

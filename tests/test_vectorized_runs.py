@@ -118,3 +118,24 @@ def test_vectorize_true_with_dropout_stops_in_one_line(tmp_path):
     )
     auto = simulate(overrides[:-1], run_dir=tmp_path / "auto")  # auto: one at a time
     assert auto["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_transformer_vectorized_equals_one_at_a_time(tmp_path):
+    """Text data (uint8 characters), a model buffer (the causal mask) and attention."""
+    args = [
+        *shakespeare_run(tmp_path, num_clients=3),
+        "num_rounds=2",
+        "model=transformer",
+        "model.width=16",
+        "model.heads=2",
+        "model.layers=1",
+        "client.max_steps=3",
+        "runtime.workers=1",
+        "progress=false",
+    ]
+    simulate([*args, "runtime.vectorize=false"], run_dir=tmp_path / "alone")
+    simulate([*args, "runtime.vectorize=true"], run_dir=tmp_path / "together")
+    lines = [metrics_without_timings(tmp_path / d) for d in ("alone", "together")]
+    for a, b in zip(*lines, strict=True):
+        _close(a, b)

@@ -90,12 +90,14 @@ def _model_json(run_config: dict) -> str:
     return json.dumps(section(run_config, "model"), sort_keys=True)
 
 
-def node_model(context: Context) -> tuple[nn.Module, torch.device]:
-    """This node's model (this thread's copy) and device, without building its data."""
+def node_model(context: Context) -> tuple[nn.Module, torch.device, DataSpec]:
+    """This node's model (this thread's copy), device and data spec, without building
+    its data."""
     run_config, node_config = dict(context.run_config), dict(context.node_config)
     spec = load_dataset(_dataset_config(run_config, node_config)).spec
     device = _device(run_config, node_config)
-    return _model(_model_json(run_config), spec, str(device), threading.get_ident()), device
+    model = _model(_model_json(run_config), spec, str(device), threading.get_ident())
+    return model, device, spec
 
 
 @lru_cache(maxsize=256)  # one entry per node this process serves

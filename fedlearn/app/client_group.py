@@ -83,24 +83,33 @@ class VectorizedClients:
 
     def refusal(self, context: Context, forced: bool) -> str | None:
         """Why this node's clients are not trained vectorized (None: they are)."""
-        model, device = node_model(context)
+        model, device, spec = node_model(context)
         key = (id(model), str(device), forced)  # nodes of one run share their model
         if key not in self._refusals:
-            self._refusals[key] = policy.refusal(model, device, forced)
+            text = spec.kind == "text"  # characters as indices; else float features
+            sample = torch.zeros(1, *spec.input_shape, dtype=torch.long if text else None)
+            self._refusals[key] = policy.refusal(model, device, forced, sample.to(device))
         return self._refusals[key]
 
     def run(
         self, messages: Sequence[Message], contexts: Sequence[Context], group_size: int | None
-    ) -> list[Message | None]:
-        """Replies to the train and evaluate messages; None for any other message."""
+    ) -> list[Message | Exception | None]:
+        """Replies to the train and evaluate messages (or the exception a client failed
+        with); None for any other message."""
+        done: dict[int, Message | Exception] = {}
         train, evaluate = [], []
         for msg, ctx in zip(messages, contexts, strict=True):
             kind = msg.metadata.message_type
-            if kind == MessageType.TRAIN:
-                train.append(self._unpack(msg, ctx, with_task=True))
-            elif kind == MessageType.EVALUATE:
-                evaluate.append(self._unpack(msg, ctx, with_task=False))
-        done = {**self._train(train, group_size), **self._evaluate(evaluate, group_size)}
+            if kind not in (MessageType.TRAIN, MessageType.EVALUATE):
+                continue
+            try:
+                client = self._unpack(msg, ctx, with_task=kind == MessageType.TRAIN)
+            except Exception as exc:  # noqa: BLE001 - this client's failure, as if alone
+                done[id(msg)] = exc
+                continue
+            (train if kind == MessageType.TRAIN else evaluate).append(client)
+        done.update(self._train(train, group_size))
+        done.update(self._evaluate(evaluate, group_size))
         return [done.get(id(m)) for m in messages]
 
     @staticmethod

@@ -29,10 +29,12 @@ class BatchedHandler(Protocol):
 
     def run(
         self, messages: Sequence[Message], contexts: Sequence[Context], group_size: int | None
-    ) -> list[Message | None]:
-        """One reply per message, in order; None for a message it does not take (the
-        runtime runs that one alone). Contexts are updated in place, and only once every
-        reply is made: on any failure it raises with every Context as it was.
+    ) -> list[Message | Exception | None]:
+        """One result per message, in order: its reply; the exception that client failed
+        with (the runtime makes the Error reply, as for one message at a time); or None
+        for a message it does not take (the runtime runs that one alone). Contexts are
+        updated in place. If ``run`` raises, the runtime runs every message alone instead:
+        the Contexts must then be in a state that gives what one at a time gives.
         ``group_size``: clients per computation (None: the handler decides)."""
 
 

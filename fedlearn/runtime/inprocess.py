@@ -65,11 +65,16 @@ def call_client(app: ClientApp, message: Message, context: Context) -> tuple[Mes
     try:
         reply = app(message, context)
     except Exception as exc:  # noqa: BLE001 - any client failure is reported, not raised
-        log.warning("client node %s failed: %s", message.metadata.dst_node_id, exc)
-        log.debug(traceback.format_exc())
-        reply = Message(Error(CLIENT_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=message)
+        reply = error_reply(message, exc)
     reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
     return reply, context
+
+
+def error_reply(message: Message, exc: BaseException) -> Message:
+    """The Flower Error reply that reports a client's exception (logged as a warning)."""
+    log.warning("client node %s failed: %s", message.metadata.dst_node_id, exc)
+    log.debug("".join(traceback.format_exception(exc)))
+    return Message(Error(CLIENT_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=message)
 
 
 _WORKER_APP: ClientApp | None = None
@@ -103,9 +108,9 @@ def _worker_call(message: Message, context: Context) -> tuple[Message, Context]:
 def call_many(
     app: ClientApp, messages: list[Message], contexts: list[Context], group_size: int | None
 ) -> list[tuple[Message, Context] | None]:
-    """``messages`` through ``app``'s batched handler: a reply per message it takes, None
-    for the others. If it fails, one at a time instead, so that each client that fails
-    gets its own Error reply (the handler leaves every Context as it was)."""
+    """``messages`` through ``app``'s batched handler: a reply per message it takes (an
+    Error reply for a client that failed), None for the others. If the handler itself
+    fails, one at a time instead: each client that fails then gets its own Error reply."""
     handler = batched.handler_of(app)
     assert handler is not None
     try:
@@ -114,7 +119,9 @@ def call_many(
         log.debug("batched clients failed (%s); running them one at a time", exc)
         return [call_client(app, m, c) for m, c in zip(messages, contexts, strict=True)]
     out: list[tuple[Message, Context] | None] = []
-    for reply, context in zip(replies, contexts, strict=True):
+    for msg, reply, context in zip(messages, replies, contexts, strict=True):
+        if isinstance(reply, Exception):
+            reply = error_reply(msg, reply)
         if reply is not None:
             reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
         out.append(None if reply is None else (reply, context))

@@ -21,6 +21,8 @@ import weakref
 import torch
 from torch import nn
 
+from fedlearn.vectorized import engine
+
 MAX_GROUP = 64  # past a few dozen clients a group runs no faster per client
 MEMORY_SHARE = 0.25  # of the memory available when a group is formed
 
@@ -40,11 +42,33 @@ def dropout(model: nn.Module) -> str | None:
     return None
 
 
-def refusal(model: nn.Module, device: torch.device, forced: bool) -> str | None:
+def probe(model: nn.Module, sample: torch.Tensor) -> str | None:
+    """Run two stacked copies of ``model`` forward and backward on ``sample`` (one input
+    row); None if that works, else the first line of the error (an operation without a
+    vmap batching rule, such as ``nn.LSTM``'s)."""
+    params = {
+        k: torch.stack([p.detach()] * 2).requires_grad_() for k, p in model.named_parameters()
+    }
+    mode = model.training
+    model.train()  # as in training (a Transformer layer takes another path in eval mode)
+    try:
+        out = engine.batched_forward(model)(params, sample.expand(2, *sample.shape))
+        torch.autograd.grad(out.float().sum(), list(params.values()), allow_unused=True)
+    except RuntimeError as err:
+        return str(err).strip().splitlines()[0]
+    finally:
+        model.train(mode)
+    return None
+
+
+def refusal(
+    model: nn.Module, device: torch.device, forced: bool, sample: torch.Tensor
+) -> str | None:
     """None when ``model``'s clients can be trained together; else why not, in one line.
 
-    Unless ``forced`` (``runtime.vectorize=true``), also why not when the model does
-    not declare the vectorized path faster (``vectorize_auto``).
+    ``sample``: one input row (batch dimension first) for :func:`probe`. Unless
+    ``forced`` (``runtime.vectorize=true``), also why not when the model does not
+    declare the vectorized path faster (``vectorize_auto``).
     """
     name = type(model).__name__
     params = dict(model.named_parameters())
@@ -60,6 +84,9 @@ def refusal(model: nn.Module, device: torch.device, forced: bool) -> str | None:
             f"model={name} has dropout at {drop}: the sequential path draws each client's"
             " masks from torch's RNG in turn, which one vectorized step cannot reproduce"
         )
+    failed = probe(model, sample)
+    if failed is not None:
+        return f"model={name} cannot run vectorized: {failed}"
     if not forced:
         faster = getattr(model, "vectorize_auto", None)
         if faster is None or not faster(device):
