@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 CONF_DIR = Path(__file__).parent / "conf"
-GROUPS = ("strategy", "model", "dataset", "partitioner", "runtime", "experiment", "dp")
+GROUPS = ("strategy", "model", "dataset", "partitioner", "runtime", "experiment", "dp", "logger")
 
 
 class ConfigError(ValueError):
@@ -25,7 +25,7 @@ def check_choices(overrides: list[str]) -> None:
         key, sep, value = item.lstrip("+~").partition("=")
         if not sep or key not in GROUPS:
             continue
-        for name in value.split(","):  # multirun sweeps: a,b,c
+        for name in value.replace("[", "").replace("]", "").split(","):  # a,b sweeps; [a,b] lists
             if name not in ("null", "") and name not in choices(key):
                 raise ConfigError(f"unknown {key} '{name}'; choose from: {', '.join(choices(key))}")
 

@@ -32,6 +32,7 @@ from fedlearn.app.arrays import to_record
 from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import ServerSetup, make_server_app
 from fedlearn.data import load_dataset
+from fedlearn.loggers.tracker import track
 from fedlearn.models import build_model
 from fedlearn.runtime.base import FEDLEARN_CLIENT_APP, Runtime
 
@@ -247,6 +248,7 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     runtime = build_runtime(plain)
     job = _own_job(plain, run_dir, runtime)
+    tracking = track(plain, run_dir, overrides)  # the config's loggers (none: a no-op)
     if not plain.get("resume"):
         (run_dir / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
     done = len([m for m in records.read_metrics(run_dir) if m.get("round", 0) > 0])
@@ -254,8 +256,8 @@ def run(
     progress = console.round_progress(job.num_rounds, done + 1, show)
     with long_lived_objects(), records.run_log(run_dir):
         try:
-            with progress as cb:
-                job.setup.on_round = cb  # every metrics line of the run passes here
+            with progress as cb, tracking as tracker:
+                job.setup.on_round = tracker.chain(cb)  # every metrics line of the run passes here
                 runtime.run(
                     job.server_app,
                     job.client_app,

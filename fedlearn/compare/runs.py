@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from fedlearn import records
 
 # Settings that never make runs different experiments.
-IGNORED = ("seed", "resume", "progress")
+IGNORED = ("seed", "resume", "progress", "logger")
 
 RUNS, TUNING, REFERENCES = "runs", "tuning", "references"
 CENTRAL, IID = "centralized", "iid"
