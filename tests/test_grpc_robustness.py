@@ -78,7 +78,7 @@ def test_bad_frames_and_nan_updates_are_refused_while_serving_others():
             ([_hello(), _chunk(1, b"x" * (2 << 20))], grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
             (
                 [_hello(), _chunk(1, b"x", total=3 << 20)],
-                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "exceeds max_message_bytes",
             ),
             (

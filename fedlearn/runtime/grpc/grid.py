@@ -32,6 +32,7 @@ from flwr.supercore.run import Run
 
 from fedlearn.app.tracking import NO_REPLY, NON_FINITE_UPDATE
 from fedlearn.runtime import set_server_identity
+from fedlearn.runtime.grpc.monitor import Monitor
 from fedlearn.runtime.grpc.serde import message_parts
 from fedlearn.runtime.grpc.settings import log
 
@@ -89,6 +90,7 @@ class GrpcGrid(Grid):
         self.bytes_received = 0
         self.refused = 0  # replies refused (NaN/Inf, wrong type, stray)
         self.last_wire_bytes: tuple[int, int] | None = None
+        self.monitor = Monitor()  # counts for Prometheus when the server serves them
         self.set_run(Run.create_empty(run_id))
 
     # ----- Flower's Grid -----
@@ -147,6 +149,8 @@ class GrpcGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
         """Send, wait (without polling) for every reply, return them in the order sent."""
+        messages = list(messages)
+        self.monitor.exchange_started(messages)
         before = (self.bytes_sent, self.bytes_received)
         ids = self.push_messages(messages)
         limits = [t for t in (timeout, self.round_timeout) if t is not None]
@@ -166,6 +170,7 @@ class GrpcGrid(Grid):
             replies = [self._replies.pop(m) for m in ids]
         # Frames that crossed the wire during this exchange (fedlearn's TrackingGrid reads it).
         self.last_wire_bytes = (self.bytes_sent - before[0], self.bytes_received - before[1])
+        self.monitor.exchange_done(replies)
         return replies
 
     # ----- called by the server -----

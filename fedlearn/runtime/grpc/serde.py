@@ -35,6 +35,10 @@ class FrameError(ValueError):
     """A frame the receiver cannot accept (malformed, oversized, out of order)."""
 
 
+class TooLarge(FrameError):
+    """A message larger than the limit (a size refusal, RESOURCE_EXHAUSTED)."""
+
+
 def varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -147,7 +151,7 @@ class Assembler:
             if chunk.seq <= self._last_seq:
                 raise FrameError(f"chunk seq {chunk.seq} repeats an earlier message")
             if chunk.total_bytes > self.max_message_bytes:
-                raise FrameError(
+                raise TooLarge(
                     f"message of {chunk.total_bytes} bytes exceeds max_message_bytes="
                     f"{self.max_message_bytes}"
                 )

@@ -22,12 +22,13 @@ from google.protobuf.message import DecodeError
 
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc import fedlearn_pb2_grpc as pb_grpc
-from fedlearn.runtime.grpc import security
+from fedlearn.runtime.grpc import monitor, security
 from fedlearn.runtime.grpc.frames import add_servicer, chunk_frame_bytes, frame_size
 from fedlearn.runtime.grpc.grid import GrpcGrid, Session
 from fedlearn.runtime.grpc.serde import (
     Assembler,
     FrameError,
+    TooLarge,
     config_from_proto,
     config_to_proto,
     message_from_bytes,
@@ -121,6 +122,7 @@ class FleetServicer(pb_grpc.FleetServicer):
                 reader.cancel()
         except _Abort as err:
             reason = err.text
+            self.grid.monitor.refused(err.code)
             log.warning("refused %s: %s", context.peer(), err.text)
             await context.abort(err.code, err.text)
         except asyncio.CancelledError:
@@ -208,7 +210,10 @@ class FleetServicer(pb_grpc.FleetServicer):
         except (FrameError, DecodeError) as err:
             text = str(err) if isinstance(err, FrameError) else f"malformed frame: {err}"
             log.warning("node %d (%s): %s", session.node_id, session.identity, text)
-            session.outq.put_nowait(("abort", grpc.StatusCode.INVALID_ARGUMENT, text))
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            if isinstance(err, TooLarge):
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            session.outq.put_nowait(("abort", code, text))
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             return
 
@@ -249,6 +254,7 @@ class GrpcServer:
 
     def start(self) -> int:
         """Start serving; return the bound port."""
+        self.grid.monitor = monitor.serve(self.grid, self.settings.metrics_address)
         GRPC_IN_USE.set()
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
@@ -291,12 +297,14 @@ class GrpcServer:
     def finish(self, reason: str = "run finished") -> None:
         """Tell the clients the run is over and give them ``finish_grace`` seconds."""
         self.grid.finish(reason)
+        self.grid.monitor.finished()
         deadline = time.monotonic() + self.settings.finish_grace
         while self.grid.get_node_ids() and time.monotonic() < deadline:
             time.sleep(0.02)  # shutdown only: wait for the streams to close
 
     def stop(self, grace: float = 1.0) -> None:
-        """Stop the server and its event loop."""
+        """Stop the server, its event loop and its metrics endpoint."""
+        self.grid.monitor.close()
         if not self._thread.is_alive():  # never started
             return
         if self._watch is not None:

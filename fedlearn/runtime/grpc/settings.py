@@ -60,6 +60,9 @@ class DeploySettings:
         Replace a reply whose arrays hold NaN/Inf by a Flower Error reply.
     finish_grace : float
         Seconds given to clients to receive the end-of-run notice.
+    metrics_address : str or None
+        ``host:port`` serving Prometheus metrics at ``/metrics`` (port 0: any);
+        None: off. See :mod:`fedlearn.runtime.grpc.monitor`.
     """
 
     address: str = "127.0.0.1:9092"
@@ -76,6 +79,7 @@ class DeploySettings:
     auth_tokens: str | None = None
     reject_nonfinite: bool = True
     finish_grace: float = 5.0
+    metrics_address: str | None = None
 
     @property
     def chunk_bytes(self) -> int:
@@ -111,6 +115,9 @@ class DeploySettings:
         """Raise a one-line ValueError for an unusable setting."""
         if ":" not in self.address:
             raise ValueError(f"{prefix}.address={self.address!r}: expected host:port")
+        metrics = self.metrics_address
+        if metrics is not None and not str(metrics).rpartition(":")[2].isdigit():
+            raise ValueError(f"{prefix}.metrics_address={metrics!r}: expected host:port or null")
         if int(self.min_clients) < 1:
             raise ValueError(f"{prefix}.min_clients={self.min_clients}: must be at least 1")
         for name in ("wait_timeout", "heartbeat_interval", "heartbeat_timeout", "chunk_mb"):
