@@ -74,26 +74,27 @@ class MLflowLogger(Logger):
         with _store_lock(uri):
             self._client = client = MlflowClient(uri)
         params = {k: "None" if v is None else str(v) for k, v in run.params.items()}
-        tags = {**run.tags, "run_dir": str(run.run_dir.resolve())}
-        if run.group:
-            tags["sweep"] = run.group
         if run.resumed.get("run_id"):
             self._run_id = run.resumed["run_id"]
-            client.update_run(self._run_id, status="RUNNING")
-            logged = client.get_run(self._run_id).data.params
-            # A param cannot change in MLflow: a value a resume overrode is a tag.
-            changed = {
-                f"resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != v
-            }
-            for key, value in changed.items():
-                client.set_tag(self._run_id, key, value)
-            params = {k: v for k, v in params.items() if k not in logged}
+            params = self._reopen(params)
         else:
-            self._run_id = client.create_run(
-                self._experiment_id(), run_name=run.name, tags=tags
-            ).info.run_id
+            tags = {**run.tags, "run_dir": str(run.run_dir.resolve())}
+            if run.group:
+                tags["sweep"] = run.group
+            created = client.create_run(self._experiment_id(), run_name=run.name, tags=tags)
+            self._run_id = created.info.run_id
         client.log_batch(self._run_id, params=[Param(k, v) for k, v in params.items()])
         return {"tracking_uri": uri, "run_id": self._run_id}
+
+    def _reopen(self, params: dict[str, str]) -> dict[str, str]:
+        """Mark the resumed run running again; return the params it does not have yet.
+        MLflow params cannot change: a value the resume overrode becomes a tag."""
+        self._client.update_run(self._run_id, status="RUNNING")
+        logged = self._client.get_run(self._run_id).data.params
+        for key, value in params.items():
+            if key in logged and logged[key] != value:
+                self._client.set_tag(self._run_id, f"resumed.{key}", value)
+        return {k: v for k, v in params.items() if k not in logged}
 
     def _experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
