@@ -180,6 +180,6 @@ def test_fedlearn_server_serves_metrics_and_is_tracked(tmp_path: Path) -> None:
     from tbparse import SummaryReader
 
     scalars = SummaryReader(str(run_dir / "tensorboard")).scalars
-    steps = scalars[scalars["tag"] == "central/accuracy"]["step"].tolist()
+    steps = scalars[scalars["tag"] == "test/accuracy"]["step"].tolist()
     assert steps == [0, 1, 2]
     assert set(scalars[scalars["tag"] == "bytes_sent"]["step"]) == {1, 2}

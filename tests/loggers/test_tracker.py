@@ -24,16 +24,17 @@ def test_every_nested_number_of_a_line_is_a_metric() -> None:
         "seconds": 0.5,
         "sampled": 4,
         "train": {"train_loss": 1.25, "note": "text", "per_class": [1, 2]},
-        "central": {"test": {"accuracy": 0.75}, "validation": {"accuracy": None}},
+        "test": {"accuracy": 0.75, "per_set": {"digits": 0.5}},
+        "validation": {"accuracy": None},
         "flag": True,
     }
     got = flatten_metrics(line)
     assert set(got) == {
-        "seconds", "sampled", "train/train_loss", "central/test/accuracy",
-        "central/validation/accuracy",
+        "seconds", "sampled", "train/train_loss", "test/accuracy",
+        "test/per_set/digits", "validation/accuracy",
     }  # fmt: skip
-    assert got["central/test/accuracy"] == 0.75 and got["sampled"] == 4.0
-    assert math.isnan(got["central/validation/accuracy"])  # metrics.jsonl's null: NaN or Inf
+    assert got["test/per_set/digits"] == 0.5 and got["sampled"] == 4.0
+    assert math.isnan(got["validation/accuracy"])  # metrics.jsonl's null: NaN or Inf
 
 
 def test_logger_group_composes_one_or_several() -> None:
@@ -119,7 +120,7 @@ def _spec(name: str, cls: type, **kw: Any) -> list[str]:
 def test_the_status_without_a_result_comes_from_how_the_run_ended(exc, status, tmp_path) -> None:
     Recording.calls = []
     cfg = {"seed": 0, "logger": {"rec": {"_target_": f"{__name__}.Recording"}}}
-    records.append_metrics(tmp_path, {"round": 0, "central": {"accuracy": 0.1}})
+    records.append_metrics(tmp_path, {"round": 0, "test": {"accuracy": 0.1}})
     try:
         with track(cfg, tmp_path):
             if exc is not None:
