@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -260,18 +260,23 @@ def _result(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
-@contextmanager
 def track(
     cfg: dict[str, Any], run_dir: Path, overrides: list[str] | None = None
-) -> Iterator[Tracker]:
-    """Follow the run inside the block with the config's loggers (none: a no-op).
+) -> AbstractContextManager[Tracker]:
+    """Follow the run inside the ``with`` block with the config's loggers (none: a no-op).
 
-    The status logged at the end is the one this run wrote to result.json;
-    without one, ``interrupted`` for Ctrl-C / SIGTERM, ``failed`` for an
-    exception, ``completed`` otherwise.
+    The loggers are built here, so a logger setting that cannot work stops the
+    command now, before the run starts. The status logged at the end is the one
+    this run wrote to result.json; without one, ``interrupted`` for Ctrl-C /
+    SIGTERM, ``failed`` for an exception, ``completed`` otherwise.
     """
     loggers = build_loggers(cfg.get("logger"))
-    tracker = Tracker(loggers, run_info(cfg, run_dir, overrides), bool(cfg.get("resume")))
+    return _following(Tracker(loggers, run_info(cfg, run_dir, overrides), bool(cfg.get("resume"))))
+
+
+@contextmanager
+def _following(tracker: Tracker) -> Iterator[Tracker]:
+    run_dir = tracker.run.run_dir
     before = _result(run_dir)  # a resumed folder holds the interrupted run's summary
     try:
         yield tracker

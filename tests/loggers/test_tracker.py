@@ -61,6 +61,12 @@ def test_logger_errors_are_one_line() -> None:
         build_loggers({"mlflow": bad})
 
 
+def test_a_logger_that_cannot_work_stops_the_command_before_the_run(tmp_path) -> None:
+    with pytest.raises(checks.ConfigError, match="logger.wandb: mode='live'"):
+        simulate([*TINY, "logger=wandb", "logger.wandb.mode=live"], tmp_path)
+    assert not (tmp_path / records.CONFIG).exists()
+
+
 class Recording(Logger):
     """Records what it is told, in memory (class-level: Hydra builds the instance)."""
 
