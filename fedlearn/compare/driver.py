@@ -28,6 +28,7 @@ from fedlearn.compare.runs import CENTRAL, IID, REFERENCES, RUNS, TUNING, find_r
 from fedlearn.compare.space import Param, check_grid, load_space
 from fedlearn.compare.sweep import SCORE_LAST, multirun, quoted
 from fedlearn.compare.tuning import choose, override, trials
+from fedlearn.loggers.tracker import SWEEP_ENV
 
 CENTRAL_SETTINGS = [
     "strategy=fedavg",
@@ -84,6 +85,7 @@ class Driver:
 
     def hydra_args(self) -> list[str]:
         args = [*self.sweep.hydra, f"++hydra.job.env_set.{SCORE_LAST}={self.opts.tune_last}"]
+        args.append(f"++hydra.job.env_set.{SWEEP_ENV}={quoted(str(self.sweep.root))}")  # trackers
         if self.opts.jobs > 1:
             if not any(_key(a) == "hydra/launcher" for a in args):
                 args.append("hydra/launcher=joblib")

@@ -30,7 +30,7 @@ log = logging.getLogger("fedlearn")
 
 SCORE_LAST = "FEDLEARN_COMPARE_TUNE_LAST"  # set per job through hydra.job.env_set
 FINAL = ("completed", "stopped")
-NOT_COMPARED = ("resume", "progress")
+NOT_COMPARED = ("resume", "progress", "logger")
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,6 +35,7 @@ from fedlearn.loggers.base import Logger, RunInfo, flatten_metrics
 
 log = logging.getLogger("fedlearn")
 
+SWEEP_ENV = "FEDLEARN_SWEEP"  # the sweep folder of a run, when a sweep sets it for its jobs
 STATE = "loggers.json"  # in the run folder: {name: {"run": ..., "step": last step logged}}
 FILES = (records.MODEL, records.RESULT, records.CONFIG)  # handed to Logger.finish
 OnRound = Callable[[dict[str, Any]], None]
@@ -239,18 +241,22 @@ def run_info(cfg: dict[str, Any], run_dir: Path, overrides: list[str] | None) ->
         params=flatten(config),
         config=config,
         tags=tags,
-        group=_sweep_dir(),
+        group=_sweep_dir(run_dir),
     )
 
 
-def _sweep_dir() -> str | None:
-    """The sweep folder of a Hydra multirun job, else None."""
+def _sweep_dir(run_dir: Path) -> str | None:
+    """The sweep the run folder belongs to: the one named in :data:`SWEEP_ENV`
+    (``fedlearn-compare``, whose sweep is several multiruns), else the Hydra multirun's
+    folder; None for a single run. Only a folder that holds ``run_dir`` counts."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    found = [os.environ.get(SWEEP_ENV)]
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return str(HydraConfig.get().sweep.dir)
-    return None
+        found.append(str(HydraConfig.get().sweep.dir))
+    here = run_dir.resolve()
+    return next((d for d in found if d and here.is_relative_to(Path(d).resolve())), None)
 
 
 def _result(run_dir: Path) -> dict[str, Any]:
