@@ -49,6 +49,7 @@ REFUSALS = {
     grpc.StatusCode.FAILED_PRECONDITION: "protocol",
     grpc.StatusCode.RESOURCE_EXHAUSTED: "size",
     grpc.StatusCode.DEADLINE_EXCEEDED: "timeout",
+    grpc.StatusCode.ALREADY_EXISTS: "duplicate",  # a second stream of a connected identity
 }
 
 
