@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fedlearn import checks, console, records
+from fedlearn import checks, console, records, targets
 from fedlearn.app import client_app as client_module
 from fedlearn.app.arrays import to_record
 from fedlearn.app.run_config import client_run_config
@@ -246,6 +246,7 @@ def run(
         run_dir = Path(plain["resume"])
         plain = _resume_config(plain["resume"], overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
+    targets.allow_config(plain)  # the user's own config: its clients build what it names
     runtime = build_runtime(plain)
     job = _own_job(plain, run_dir, runtime)
     tracking = track(plain, run_dir, overrides)  # the config's loggers (none: a no-op)

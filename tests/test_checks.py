@@ -164,10 +164,13 @@ def test_cli_unknown_setting_exits_2_in_one_line(tmp_path) -> None:
     assert "foo: the config has no setting 'foo'" in proc.stderr
 
 
-def test_a_config_that_does_not_instantiate_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("group", ["strategy", "dataset", "model"])
+def test_a_config_that_does_not_instantiate_is_one_line(
+    group, tmp_path, monkeypatch, capsys
+) -> None:
     from fedlearn import cli
 
-    argv = ["+strategy.bogus=3", "num_rounds=1", f"hydra.run.dir={tmp_path}"]
+    argv = [f"+{group}.bogus=3", "num_rounds=1", f"hydra.run.dir={tmp_path}"]
     monkeypatch.setattr(sys, "argv", ["fedlearn-simulate", *argv])
     with pytest.raises(SystemExit) as exit_:
         cli.simulate()

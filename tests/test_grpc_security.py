@@ -104,3 +104,34 @@ def test_plaintext_client_cannot_reach_a_tls_server(tmp_path):
         assert client.join() == 1 and grid.get_node_ids() == []
     finally:
         server.stop()
+
+
+def test_a_malicious_server_cannot_run_code_on_a_client(tmp_path, monkeypatch, caplog):
+    """A server (or whoever holds its address and certificate) that names a callable
+    of its choosing in the run config: the client refuses it before importing it, says
+    which in one line, and exits non-zero; nothing of it runs."""
+    from omegaconf import OmegaConf
+
+    from fedlearn import targets
+    from fedlearn.app.run_config import client_run_config
+    from fedlearn.experiment import compose_config
+
+    monkeypatch.setenv(targets.ENV, "")
+    marker = tmp_path / "pwned"
+    cfg = OmegaConf.to_container(compose_config(["dataset.max_samples=100"]), resolve=True)
+    run_config = client_run_config(cfg)
+    run_config = {k: v for k, v in run_config.items() if not k.startswith("dataset.")}
+    run_config.update({"dataset._target_": "pathlib.Path.touch", "dataset.self": str(marker)})
+    grid, server, port = start_server(run_config)
+    try:
+        from fedlearn.app.client_app import app as fedlearn_app
+
+        client = ThreadClient(port, "victim", {"partition-id": 0}, client_app=fedlearn_app)
+        assert client.join(30) == 2
+        assert not marker.exists()
+        refusals = [r.getMessage() for r in caplog.records if "is not allowed" in r.getMessage()]
+        assert len(refusals) == 1 and "\n" not in refusals[0], refusals
+        assert refusals[0].startswith("dataset._target_=pathlib.Path.touch is not allowed")
+        assert grid.get_node_ids() == []  # it never said Ready
+    finally:
+        server.stop()

@@ -215,6 +215,12 @@ def test_client_flags_become_node_config_or_one_line_errors(tmp_path):
         settings("--insecure", "--partition-id", "3")
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         settings("--insecure", "--data", "nokey")
+    from fedlearn.runtime.grpc.cli import allowed_targets
+
+    flags = tmp_path / "client.args"  # the owner's own config file: flags, one a line
+    flags.write_text("--allow-target\nmy_pkg.data:load\n--data\n_target_=my_pkg.other.load\n")
+    args = client_parser().parse_args(["--server", "h:1", "--insecure", f"@{flags}"])
+    assert allowed_targets(args) == ["my_pkg.data:load", "my_pkg.other.load"]
     id_file = tmp_path / "node-id"
     first = settings("--insecure", "--id-file", str(id_file)).node_name
     assert first and settings("--insecure", "--id-file", str(id_file)).node_name == first

@@ -34,7 +34,7 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from fedlearn import training
+from fedlearn import targets, training
 from fedlearn.app import arrays, client_strategies
 from fedlearn.app.run_config import section
 from fedlearn.data import DataSpec, load_dataset
@@ -105,6 +105,11 @@ def _job(run_config_json: str, node_config_json: str) -> ClientJob:
     run_config = json.loads(run_config_json)
     node_config = json.loads(node_config_json)
     dataset = _dataset_config(run_config, node_config)
+    # The run config is the server's: only what this installation allows is built from it.
+    for group, cfg in (("dataset", dataset), ("model", section(run_config, "model"))):
+        targets.check(cfg, group)
+    if "partition-id" in node_config:
+        targets.check(section(run_config, "partitioner"), "partitioner")
     data = load_dataset(dataset)
     client = section(run_config, "client")
     seed = int(run_config.get("seed", 0))

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 
 
 @dataclass(frozen=True)
@@ -74,20 +72,25 @@ def _key(cfg: dict[str, Any]) -> str:
 @lru_cache(maxsize=4)
 def _load_cached(key: str) -> FederatedData:
     from fedlearn.data import validation
+    from fedlearn.targets import call, check, locate
 
-    cfg, carve = validation.settings(json.loads(key))
-    try:
-        data = instantiate(cfg, _convert_="all")
-    except InstantiationException as err:
-        # Hydra wraps a loader's own one-line error in a multi-line one: unwrap it.
-        if isinstance(err.__cause__, ValueError | RuntimeError | FileNotFoundError):
-            raise err.__cause__ from None
-        raise
+    raw = json.loads(key)
+    check(raw, "dataset")  # before anything (the validation carving too) imports the loader
+    cfg, carve = validation.settings(raw)
+    loader, kwargs = locate(cfg, "dataset")
+    data = call(loader, "dataset", **kwargs)
     if not isinstance(data, FederatedData):
         raise TypeError(f"dataset loader must return FederatedData, got {type(data).__name__}")
     return carve(data)
 
 
 def load_dataset(cfg: dict[str, Any]) -> FederatedData:
-    """Load (once per process) the dataset a plain ``{_target_: ..., ...}`` dict names."""
+    """Load (once per process) the dataset a plain ``{_target_: ..., ...}`` dict names.
+
+    Raises
+    ------
+    fedlearn.targets.NotAllowed
+        When the loader is not on this process's allow-list (:mod:`fedlearn.targets`)
+        or a setting is not a plain scalar; nothing is imported or called then.
+    """
     return _load_cached(_key(cfg))

@@ -14,9 +14,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from hydra.utils import get_class
 
 from fedlearn.data import FederatedData, load_dataset
+from fedlearn.targets import call, locate
 
 LABEL = "label"
 NATURAL_ID = "client_id"
@@ -47,14 +47,13 @@ def _iid(order: np.ndarray, num_clients: int) -> list[np.ndarray]:
 
 
 def _build(cfg: dict[str, Any], num_partitions: int, seed: int) -> Any:
-    cfg = dict(cfg)
-    cls = get_class(cfg.pop("_target_"))
+    cls, cfg = locate(cfg, "partitioner")  # an allowed class, plain settings
     params = inspect.signature(cls).parameters
     if "num_partitions" in params:
         cfg["num_partitions"] = num_partitions
     if "seed" in params:
         cfg["seed"] = seed
-    return cls(**cfg)
+    return call(cls, "partitioner", **cfg)
 
 
 def partition_indices(

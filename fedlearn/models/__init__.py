@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.utils import get_class
 from torch import nn
 
 from fedlearn.data import DataSpec
+from fedlearn.targets import NotAllowed, call, locate
 
 
 def build_model(cfg: dict[str, Any], spec: DataSpec) -> nn.Module:
@@ -19,13 +19,18 @@ def build_model(cfg: dict[str, Any], spec: DataSpec) -> nn.Module:
     ------
     ValueError
         In one line, when the model does not accept the dataset's kind of data.
+    fedlearn.targets.NotAllowed
+        When the class is not on this process's allow-list (:mod:`fedlearn.targets`)
+        or a setting is not a plain scalar; nothing is imported or called then.
     """
-    cfg = dict(cfg)
-    cls = get_class(cfg.pop("_target_"))
+    cls, sizes = locate(cfg, "model")
+    if not isinstance(cls, type):
+        raise NotAllowed(f"model._target_={cfg['_target_']} is not a class")
     kinds = getattr(cls, "KINDS", None)
     if kinds is not None and spec.kind not in kinds:
         raise ValueError(
             f"model={cls.__name__} does not fit {spec.kind} data {spec.input_shape};"
             f" it takes {' or '.join(kinds)} data"
         )
-    return cls(input_shape=tuple(spec.input_shape), num_classes=spec.num_classes, **cfg)
+    shape = tuple(spec.input_shape)
+    return call(cls, "model", input_shape=shape, num_classes=spec.num_classes, **sizes)

@@ -91,12 +91,24 @@ def _pairs(items: list[str], flag: str, prefix: str = "") -> dict[str, Any]:
 
 def client_parser() -> argparse.ArgumentParser:
     """The ``fedlearn-client`` command line."""
-    p = argparse.ArgumentParser(prog="fedlearn-client", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="fedlearn-client",
+        description=__doc__.split("\n")[0],
+        fromfile_prefix_chars="@",  # fedlearn-client @client.args: flags from a file, one a line
+    )
     p.add_argument("--server", required=True, help="server host:port")
     p.add_argument(
         "--app",
         default="fedlearn.app.client_app:app",
-        help="the Flower ClientApp to run, module:attribute",
+        help="the Flower ClientApp to run, module:attribute (named here, never by the server)",
+    )
+    p.add_argument(
+        "--allow-target",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="also build this dataset loader, model or partitioner when the server's run"
+        " config names it (fedlearn's own are always allowed; repeat for more)",
     )
     node = p.add_argument_group("node (Flower node_config)")
     node.add_argument("--partition-id", type=int, help="this client's partition of the dataset")
@@ -193,14 +205,24 @@ def client_settings(args: argparse.Namespace) -> Any:
     )
 
 
+def allowed_targets(args: argparse.Namespace) -> list[str]:
+    """What this client's owner allows beyond fedlearn's own targets: ``--allow-target``,
+    and a ``_target_`` they set themselves with ``--data``."""
+    own = [str(v) for k, v in _pairs(args.data, "--data").items() if k == "_target_"]
+    return [*args.allow_target, *own]
+
+
 def client_main(argv: list[str] | None = None) -> None:
     """``fedlearn-client``: join a server, train when asked, exit when the run is over."""
+    from fedlearn import targets
+
     args = client_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("flwr").setLevel(logging.WARNING)
     settings = client_settings(args)
+    targets.allow(allowed_targets(args))
     if args.threads:
         import torch
 

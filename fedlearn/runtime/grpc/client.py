@@ -41,6 +41,7 @@ from fedlearn.runtime.grpc.serde import (
     message_parts,
 )
 from fedlearn.runtime.grpc.settings import GRPC_IN_USE, MIB, PROTOCOL_VERSION, log
+from fedlearn.targets import NotAllowed
 
 FATAL = {
     grpc.StatusCode.UNAUTHENTICATED,
@@ -109,6 +110,7 @@ class GrpcClient:
         self.warm = False
         self._app_lock = threading.Lock()
         self._saved = b""  # the state file's bytes as this client last wrote them
+        self._fatal: BaseException | None = None  # what ended the worker: this client stops
 
     def _channel(self) -> grpc.aio.Channel:
         GRPC_IN_USE.set()
@@ -136,6 +138,9 @@ class GrpcClient:
             except Refused as err:
                 log.error("server %s refused this client: %s", self.s.address, err)
                 return 1
+            except NotAllowed as err:  # the server asked for code this client does not run
+                log.error("%s", err)
+                return 2
             if time.monotonic() - last_ok > self.s.reconnect_timeout:
                 log.error(
                     "server %s unreachable for %.0f s; giving up",
@@ -173,6 +178,7 @@ class GrpcClient:
                     asyncio.create_task(self._heartbeats(outbox, welcome.heartbeat_interval)),
                     asyncio.create_task(self._worker(inbox, outbox, welcome.max_chunk_bytes)),
                 ]
+                tasks[-1].add_done_callback(lambda task: self._worker_done(task, call))
                 assembler = Assembler(int(self.s.max_message_mb * MIB))
                 # The server writes at least a heartbeat every interval: silence means a
                 # server (or network) that is gone without closing the connection.
@@ -212,10 +218,21 @@ class GrpcClient:
             except FrameError as err:
                 log.warning("bad frame from server (%s); reconnecting", err)
                 return welcomed
+            except asyncio.CancelledError:
+                if self._fatal is not None:  # the worker failed for good: so does the client
+                    raise self._fatal from None
+                raise
             finally:
                 for task in tasks:
                     task.cancel()
                 call.cancel()
+
+    def _worker_done(self, task: asyncio.Task, call: Any) -> None:
+        """A worker that ends on its own failed for good (e.g. a target not allowed):
+        keep why and end the connection, whose reader then raises it."""
+        if not task.cancelled() and task.exception() is not None:
+            self._fatal = task.exception()
+            call.cancel()
 
     def _join(self, welcome: pb.Welcome) -> None:
         run_config = config_from_proto(welcome.run_config)
@@ -307,6 +324,8 @@ class GrpcClient:
                     )
                     content = RecordDict({"arrays": arrays, "config": config})
                     self.app(Message(metadata=meta, content=content), context)
+        except NotAllowed:  # the server's run config names code this client does not run
+            raise
         except Exception as err:  # the first real message will report it to the server
             log.warning("could not prepare the ClientApp: %s", err)
 
@@ -339,6 +358,8 @@ class GrpcClient:
                 reply = self.app(msg, self.context)
                 parts = message_parts(reply)
                 self._save_state()
+            except NotAllowed:
+                raise
             except Exception as err:  # the strategy sees a failed node, the run goes on
                 from fedlearn.runtime.inprocess import CLIENT_EXCEPTION  # (imports torch)
 
