@@ -115,3 +115,8 @@ def check_experiment(cfg: dict[str, Any], clients_here: bool = True) -> None:
         raise ConfigError(f"server.round_timeout must be > 0, got {srv['round_timeout']}")
     if int(srv.get("checkpoint_every", 0)) < 0:
         raise ConfigError(f"server.checkpoint_every must be >= 0, got {srv['checkpoint_every']}")
+    bound = srv.get("max_update_norm")
+    if bound is not None and (
+        isinstance(bound, bool) or not isinstance(bound, int | float) or not bound > 0
+    ):
+        raise ConfigError(f"server.max_update_norm must be a number > 0 or null, got {bound!r}")

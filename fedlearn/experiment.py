@@ -136,6 +136,7 @@ def build_setup(cfg: dict[str, Any], run_dir: Path, clients_here: bool = True) -
         checkpoint_every=int(cfg["server"]["checkpoint_every"]),
         resume=bool(cfg.get("resume")),
         seed=int(cfg["seed"]),
+        max_update_norm=cfg["server"].get("max_update_norm"),
     )
 
 

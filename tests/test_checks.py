@@ -39,6 +39,7 @@ CASES = [
     ),
     (["client.lr=-1"], "client.lr must be > 0"),
     (["seed=-1"], "seed must be an integer >= 0, got -1"),
+    (["server.max_update_norm=0"], "server.max_update_norm must be a number > 0 or null, got 0"),
     (["client.device=gpu"], "client.device=gpu is not a device; allowed: auto | cpu | cuda"),
     (
         ["num_clients=150", "dataset.max_samples=200", "dataset.val_fraction=0"],

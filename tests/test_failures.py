@@ -118,6 +118,65 @@ def test_unreadable_update_is_rejected_not_fatal(tmp_path) -> None:
     assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
 
 
+def _rewrite_partition_2(change):  # noqa: ANN001, ANN202 - change(dict of arrays) -> dict
+    """A misbehaviour: partition 2 replies with ``change`` applied to its arrays."""
+
+    def misbehave(partition: int, reply: Message) -> Message:
+        if partition != 2:
+            return reply
+        record = reply.content["arrays"]
+        arrays = change({k: record[k].numpy() for k in record.keys()})
+        reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+        return reply
+
+    return misbehave
+
+
+def _first(arrays: dict, value) -> dict:  # noqa: ANN001
+    key = next(iter(arrays))
+    return {**arrays, key: value(arrays[key])}
+
+
+LIES = {
+    "wrong shape": lambda a: _first(a, lambda v: np.zeros(v.size + 1, v.dtype)),
+    "missing key": lambda a: dict(list(a.items())[1:]),
+    "extra key": lambda a: {**a, "extra": np.zeros(3, np.float32)},
+    "int8 dtype": lambda a: _first(a, lambda v: v.astype(np.int8)),
+    "1e30 weights": lambda a: {k: np.full_like(v, 1e30) for k, v in a.items()},
+}
+
+
+@pytest.mark.parametrize("lie", LIES)
+def test_a_reply_that_does_not_fit_the_model_is_that_clients_failure(lie, tmp_path) -> None:
+    result = _run(tmp_path, _rewrite_partition_2(LIES[lie]))
+    assert result["status"] == "completed", result["error"]
+    assert np.isfinite(result["final"]["loss"])
+    lines = records.read_metrics(tmp_path)[1:]
+    assert [(m["succeeded"], m["failed"]) for m in lines] == [(3, 1), (3, 1)]
+    reason = "norm" if lie == "1e30 weights" else "layout"
+    assert all(m["refused"] == {reason: 1} for m in lines)
+
+
+def test_a_non_finite_aggregate_is_not_applied_nor_blamed_on_the_next_round(tmp_path) -> None:
+    # No norm bound: a 1e30 update reaches FedAdam, whose second moment overflows.
+    def once(partition: int, reply: Message) -> Message:
+        if partition == 2 and "scaffold" not in reply.content and not once.done:
+            once.done = True
+            return _rewrite_partition_2(LIES["1e30 weights"])(partition, reply)
+        return reply
+
+    once.done = False
+    extra = ["strategy=fedadam", "server.max_update_norm=null", "num_rounds=3"]
+    result = _run(tmp_path, once, extra)
+    assert result["status"] == "completed", result["error"]
+    lines = records.read_metrics(tmp_path)
+    assert "aggregate not applied: non-finite values in strategy.v_t" in lines[1]["skipped"]
+    assert lines[1]["central"] == lines[0]["central"]  # the model did not change
+    assert [m["succeeded"] for m in lines[1:]] == [4, 4, 4]  # nobody blamed after it
+    assert "skipped" not in lines[2] and lines[2]["central"] != lines[0]["central"]
+    assert np.isfinite(result["final"]["loss"])
+
+
 def test_too_few_successes_stop_cleanly(tmp_path) -> None:
     def crash_most(partition: int, reply: Message) -> Message:
         if partition > 0:

@@ -3,7 +3,7 @@
 ``app`` uses nothing of fedlearn: numpy arrays in, arrays + ``num-examples``
 out, like Flower's quickstart apps. Its node_config switches on test
 behaviours: ``train-sleep`` (seconds, from round ``sleep-round``), ``nan``
-(reply with NaN), ``raise`` (the app raises). Each train prints
+(reply with NaN), ``wrong-shape`` (one more element), ``raise`` (the app raises). Each train prints
 ``TRAIN <round> <node-id>`` so a test can see a client mid-round.
 """
 
@@ -51,6 +51,8 @@ def train(msg: Message, context: Context) -> Message:
     ]
     if cfg.get("nan"):
         arrays[0].flat[0] = np.nan
+    if cfg.get("wrong-shape"):
+        arrays[0] = np.append(arrays[0], arrays[0][:1])
     metrics = MetricRecord({"num-examples": 10 + pid, "calls": calls})
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": metrics}), reply_to=msg)
 
@@ -179,9 +181,14 @@ def stop(procs: list[subprocess.Popen]) -> None:
         p.wait(10)
 
 
-def run_fedavg(grid: GrpcGrid, num_nodes: int, rounds: int = 1, size: int = 4) -> np.ndarray:
-    """Flower's own FedAvg over ``grid`` (all nodes every round); the final array."""
+def run_fedavg(
+    grid: GrpcGrid, num_nodes: int, rounds: int = 1, size: int = 4, screened: bool = False
+) -> np.ndarray:
+    """Flower's own FedAvg over ``grid`` (all nodes every round); the final array.
+    ``screened``: through fedlearn's TrackingGrid, as fedlearn's ServerApp runs it."""
     from flwr.serverapp.strategy import FedAvg
+
+    from fedlearn.app.tracking import TrackingGrid
 
     assert grid.wait_for_nodes(num_nodes, 30) >= num_nodes, "clients did not connect"
     strategy = FedAvg(
@@ -192,7 +199,7 @@ def run_fedavg(grid: GrpcGrid, num_nodes: int, rounds: int = 1, size: int = 4) -
         min_available_nodes=num_nodes,
     )
     result = strategy.start(
-        grid=grid,
+        grid=TrackingGrid(grid) if screened else grid,
         initial_arrays=ArrayRecord([np.zeros(size, np.float32)]),
         num_rounds=rounds,
         timeout=60,

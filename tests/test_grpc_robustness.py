@@ -63,12 +63,13 @@ def _attack(port: int, frames: list[bytes], hold: float = 0.0) -> tuple[list[str
     return kinds, None
 
 
-def test_bad_frames_and_nan_updates_are_refused_while_serving_others():
+def test_bad_frames_and_bad_updates_are_refused_while_serving_others():
     grid, server, port = start_server(chunk_mb=0.25, max_message_mb=2)
     try:
         good = [ThreadClient(port, f"good-{k}", {"partition-id": k}) for k in range(2)]
         nan = ThreadClient(port, "nan", {"partition-id": 5, "nan": True})
-        grid.wait_for_nodes(3, 20)
+        odd = ThreadClient(port, "odd", {"partition-id": 6, "wrong-shape": True})
+        grid.wait_for_nodes(4, 20)
         cases = [  # (frames, expected code, words in the reason)
             ([b"\xff\x01garbage"], grpc.StatusCode.INVALID_ARGUMENT, "malformed frame"),
             ([_hello(), b"\xff\x01garbage"], grpc.StatusCode.INVALID_ARGUMENT, "malformed"),
@@ -95,14 +96,14 @@ def test_bad_frames_and_nan_updates_are_refused_while_serving_others():
         kinds, err = _attack(port, [_hello(), _stray_reply()], hold=1.0)
         assert kinds[0] == "welcome" and "notice" in kinds and err is None
         assert grid.refused == 1
-        grid.wait_for_nodes(3, 5)
-        assert len(grid.get_node_ids()) == 3  # only the real clients remain
-        final = run_fedavg(grid, 3, rounds=2)
-        # The NaN reply fails every round; the good ones (10 x +1, 11 x +2) are averaged.
+        grid.wait_for_nodes(4, 5)
+        assert len(grid.get_node_ids()) == 4  # only the real clients remain
+        final = run_fedavg(grid, 4, rounds=2, screened=True)
+        # The NaN and the misshapen replies fail every round; the good ones
+        # (10 x +1, 11 x +2) are averaged.
         np.testing.assert_allclose(final, np.full(4, 2 * 32 / 21), rtol=1e-6)
-        assert grid.refused == 3
         server.finish()
-        assert [c.join() for c in (*good, nan)] == [0, 0, 0]
+        assert [c.join() for c in (*good, nan, odd)] == [0, 0, 0, 0]
     finally:
         server.stop()
 

@@ -19,7 +19,6 @@ from fedlearn.runtime.grpc.serde import (
     config_to_proto,
     message_from_bytes,
     message_parts,
-    nonfinite_arrays,
 )
 from fedlearn.runtime.grpc.settings import DeploySettings
 
@@ -141,14 +140,16 @@ def test_assembler_refuses_bad_frames():
 
 
 def test_nonfinite_arrays_and_config_values():
-    assert nonfinite_arrays(_message(np.ones(4, dtype=np.float32))) == []
+    from fedlearn.app.tracking import non_finite_key
+
+    assert non_finite_key(_message(np.ones(4, dtype=np.float32)).content) is None
     bad = np.ones(4, dtype=np.float32)
     bad[2] = np.inf
-    assert len(nonfinite_arrays(_message(bad))) == 1
+    assert non_finite_key(_message(bad).content) == "arrays/0"
     garbled = _message(np.ones(4, dtype=np.float32))
     array = garbled.content["arrays"]["0"]
     garbled.content["arrays"]["0"] = Array(array.dtype, array.shape, array.stype, b"junk")
-    assert nonfinite_arrays(garbled) == ["arrays.0"]  # refused, not raised
+    assert non_finite_key(garbled.content) == "arrays/0"  # refused, not raised
     config = {"a": 1, "b": 0.5, "c": "x", "d": True}
     assert config_from_proto(config_to_proto(config)) == config
     with pytest.raises(ValueError, match="not a scalar"):
@@ -241,8 +242,8 @@ def test_grid_turns_wrong_type_replies_and_disconnects_into_error_replies():
         ids = grid.push_messages(sent)
         wrong = Message(RecordDict({"m": MetricRecord({"x": 1})}), reply_to=sent[0])
         wrong.metadata.__dict__["_message_type"] = "evaluate"
-        assert "reply of type 'evaluate'" in grid.deliver(session, wrong, [])
-        assert "unknown or expired" in grid.deliver(session, wrong, [])  # already answered
+        assert "reply of type 'evaluate'" in grid.deliver(session, wrong)
+        assert "unknown or expired" in grid.deliver(session, wrong)  # already answered
         grid.unregister(session, "connection lost")
         replies = grid.pull_messages(ids)
         assert [r.has_error() for r in replies] == [True, True]

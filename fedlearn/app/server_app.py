@@ -10,6 +10,7 @@ clean stop when fewer clients succeed than the strategy needs.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import time
@@ -20,13 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from fedlearn import records
 from fedlearn.app.arrays import cast_like, to_state_dict
-from fedlearn.app.tracking import TrackingGrid
+from fedlearn.app.screening import ScreenPolicy
+from fedlearn.app.tracking import RoundStats, TrackingGrid, non_finite_key
 from fedlearn.runtime.base import ClientStateStore
 
 log = logging.getLogger("fedlearn")
@@ -63,6 +65,9 @@ class ServerSetup:
         Continue from the run folder's latest checkpoint.
     seed : int
         Seeds client sampling per round (with the round number).
+    max_update_norm : float or None
+        A train reply whose model differs from the one sent by more than this (L2)
+        is refused before aggregation (:mod:`fedlearn.app.screening`); None: no bound.
     on_round : callable, optional
         Called with each metrics line (progress display).
     """
@@ -79,6 +84,7 @@ class ServerSetup:
     checkpoint_every: int = 1
     resume: bool = False
     seed: int = 0
+    max_update_norm: float | None = None
     on_round: Callable[[dict[str, Any]], None] | None = None
     result: dict[str, Any] = field(default_factory=dict)
     final_arrays: ArrayRecord | None = None
@@ -141,6 +147,61 @@ def _best(lines: list[dict[str, Any]]) -> dict[str, Any]:
     return {"round": best["round"], **{k: best[k] for k in records.EVAL_SETS if k in best}}
 
 
+def screen_policy(setup: ServerSetup) -> ScreenPolicy:
+    """What a reply must satisfy for this strategy (its weighting metric, its model record)."""
+    inner = getattr(setup.strategy, "strategy", setup.strategy)  # e.g. inside central DP
+    return ScreenPolicy(
+        max_update_norm=setup.max_update_norm,
+        weight_key=getattr(inner, "weighted_by_key", None),
+        model_key=getattr(inner, "arrayrecord_key", "arrays"),
+    )
+
+
+def _non_finite(value: Any, path: str, depth: int = 0) -> str | None:
+    """Where a strategy's state (arrays, dicts and lists of them, a wrapped strategy)
+    holds NaN or Inf, or None."""
+    if isinstance(value, np.ndarray):
+        floating = np.issubdtype(value.dtype, np.inexact)
+        return path if floating and not np.isfinite(value).all() else None
+    if isinstance(value, ArrayRecord):
+        return non_finite_key(RecordDict({path: value}))
+    if depth > 3:
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif isinstance(value, Strategy):
+        items = vars(value).items()
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}", depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def aggregate(
+    strategy: Strategy, rnd: int, replies: list
+) -> tuple[ArrayRecord | None, MetricRecord | None, str | None]:
+    """``strategy.aggregate_train``, and why its result must not be applied (or None).
+
+    An aggregation that leaves NaN or Inf in the model or in the strategy's own state
+    (an overflow, e.g. of a server optimizer's second moment) is never applied: the
+    strategy's state is put back as it was before the call, so the round changes
+    nothing and the next round starts from the same model and state.
+    """
+    saved = copy.deepcopy(strategy_state(strategy))
+    arrays, metrics = strategy.aggregate_train(rnd, replies)
+    bad = _non_finite(arrays, "arrays") or _non_finite(strategy, "strategy")
+    if bad is None:
+        return arrays, metrics, None
+    vars(strategy).clear()
+    vars(strategy).update(saved)
+    return arrays, metrics, f"aggregate not applied: non-finite values in {bad}"
+
+
 def _summary(setup: ServerSetup, status: str, error: str | None, wall: float) -> dict[str, Any]:
     lines = records.read_metrics(setup.run_dir)
     evaluated = [m for m in lines if any(k in m for k in records.EVAL_SETS)]
@@ -176,7 +237,7 @@ def _train_steps(replies: Any) -> int:
 def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
     """Run the federated rounds on ``grid``; write the run folder; return the summary."""
     t_start = time.perf_counter()
-    grid = TrackingGrid(grid)
+    grid = TrackingGrid(grid, screen_policy(setup))
     strategy = setup.strategy
     arrays, first = _restore(setup, grid)
     if first == 1 and setup.evaluate_fn is not None:
@@ -191,7 +252,7 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
             msgs = strategy.configure_train(rnd, arrays, ConfigRecord(setup.train_config), grid)
             replies = grid.send_and_receive(msgs, timeout=setup.round_timeout)
             train, train_steps = grid.last, _train_steps(replies)
-            new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+            new_arrays, train_metrics, skipped = aggregate(strategy, rnd, list(replies))
             if new_arrays is None or train.succeeded < setup.min_train_replies:
                 status = "stopped"
                 error = (
@@ -202,13 +263,17 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
                     error += f" (first failure: {train.first_error})"
                 log.error("stopping: %s", error)
                 break
-            arrays = cast_like(new_arrays, setup.initial_arrays)  # the model's own dtypes
-            msgs = strategy.configure_evaluate(
-                rnd, arrays, ConfigRecord(setup.evaluate_config), grid
-            )
-            replies = grid.send_and_receive(msgs, timeout=setup.round_timeout)
-            evaluate = grid.last
-            eval_metrics = strategy.aggregate_evaluate(rnd, replies)
+            eval_metrics, evaluate = None, RoundStats()
+            if skipped is None:
+                arrays = cast_like(new_arrays, setup.initial_arrays)  # the model's own dtypes
+                msgs = strategy.configure_evaluate(
+                    rnd, arrays, ConfigRecord(setup.evaluate_config), grid
+                )
+                replies = grid.send_and_receive(msgs, timeout=setup.round_timeout)
+                evaluate = grid.last
+                eval_metrics = strategy.aggregate_evaluate(rnd, replies)
+            else:  # the model and the strategy stay as they were; so do the clients' states
+                log.warning("round %d: %s", rnd, skipped)
             line = {
                 "round": rnd,
                 "sampled": train.sampled,
@@ -221,6 +286,10 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
                 "bytes_sent": train.bytes_sent + evaluate.bytes_sent,
                 "bytes_received": train.bytes_received + evaluate.bytes_received,
             }
+            if train.refused:
+                line["refused"] = dict(train.refused)
+            if skipped is not None:
+                line["skipped"] = skipped
             if setup.evaluate_fn is not None:
                 line.update(setup.evaluate_fn(rnd, arrays))
             line["seconds"] = time.perf_counter() - t0

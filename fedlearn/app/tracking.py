@@ -2,8 +2,11 @@
 
 Every runtime's Grid is wrapped in :class:`TrackingGrid` by the ServerApp, so
 metrics.jsonl counts clients sampled / succeeded / failed and bytes the same
-way everywhere, and an update holding NaN or Inf never reaches a strategy:
-it becomes a Flower Error reply (counted as a failure, logged).
+way everywhere, and a reply that cannot be aggregated (NaN or Inf, arrays that
+do not fit the model sent, an outlier update: :mod:`fedlearn.app.screening`)
+never reaches a strategy: it becomes a Flower Error reply (counted as that
+client's failure, by reason, and logged). This is the one screen of every
+runtime.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Error, Message, RecordDict
+from flwr.app import Error, Message, MessageType, RecordDict
 from flwr.serverapp.grid import Grid
 
 from fedlearn.app.arrays import NUMPY, view
+from fedlearn.app.screening import ScreenPolicy, check_reply, inconsistent
 from fedlearn.runtime.base import DelegatingGrid
 
 log = logging.getLogger("fedlearn")
@@ -25,6 +29,14 @@ log = logging.getLogger("fedlearn")
 # Flower's Error codes stop at a handful; fedlearn's own start here.
 NON_FINITE_UPDATE = 1001
 NO_REPLY = 1002
+# Why a reply was refused (RoundStats.refused, metrics.jsonl "refused") -> its Error code.
+REFUSALS = {
+    "non-finite": NON_FINITE_UPDATE,
+    "layout": 1003,
+    "norm": 1004,
+    "weight": 1005,
+    "inconsistent": 1006,
+}
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -77,13 +89,16 @@ class RoundStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     first_error: str | None = None  # why the first failed client failed
+    refused: dict[str, int] = field(default_factory=dict)  # replies refused here, by reason
 
 
 class TrackingGrid(DelegatingGrid):
-    """Delegate to ``inner``; record :class:`RoundStats` for every exchange."""
+    """Delegate to ``inner``; screen replies with ``policy``; record :class:`RoundStats`
+    for every exchange."""
 
-    def __init__(self, inner: Grid) -> None:
+    def __init__(self, inner: Grid, policy: ScreenPolicy | None = None) -> None:
         super().__init__(inner)
+        self.policy = policy or ScreenPolicy()
         self.last = RoundStats()
 
     def send_and_receive(
@@ -93,19 +108,14 @@ class TrackingGrid(DelegatingGrid):
         stats = RoundStats(sampled=len(messages))
         stats.bytes_sent = sum(payload_bytes(m.content) for m in messages if m.has_content())
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
-        screened = []
         for reply in replies:
             if reply.has_content():
                 stats.bytes_received += payload_bytes(reply.content)
-                bad = non_finite_key(reply.content)
-                if bad is not None:
-                    node = reply.metadata.src_node_id
-                    log.warning("rejected update from node %s: non-finite values in %s", node, bad)
-                    reply = Message(
-                        metadata=reply.metadata,
-                        error=Error(NON_FINITE_UPDATE, f"non-finite values in {bad}"),
-                    )
-            screened.append(reply)
+        screened = [self._screen(r, s, stats) for r, s in _pairs(messages, replies)]
+        ok = [i for i, r in enumerate(screened) if not r.has_error()]
+        for i in inconsistent([screened[i] for i in ok]):
+            why = "records differ from those of the round's other replies"
+            screened[ok[i]] = _refuse(screened[ok[i]], "inconsistent", why, stats)
         stats.succeeded = sum(not r.has_error() for r in screened)
         errors = [r.error.reason for r in screened if r.has_error()]
         stats.first_error = errors[0] if errors else None
@@ -115,3 +125,34 @@ class TrackingGrid(DelegatingGrid):
             stats.bytes_sent, stats.bytes_received = wire
         self.last = stats
         return screened
+
+    def _screen(self, reply: Message, sent: Message | None, stats: RoundStats) -> Message:
+        """``reply``, or an Error reply saying why it cannot be aggregated."""
+        if not reply.has_content():
+            return reply
+        bad = non_finite_key(reply.content)
+        if bad is not None:
+            return _refuse(reply, "non-finite", f"non-finite values in {bad}", stats)
+        if sent is None or not sent.has_content():
+            return reply
+        train = sent.metadata.message_type == MessageType.TRAIN
+        why = check_reply(reply.content, sent.content, self.policy, train)
+        return reply if why is None else _refuse(reply, *why, stats)
+
+
+def _pairs(
+    messages: list[Message], replies: list[Message]
+) -> Iterator[tuple[Message, Message | None]]:
+    """Each reply with the message it answers: its node's (runtimes answer in order)."""
+    by_node = {m.metadata.dst_node_id: m for m in messages}
+    for k, reply in enumerate(replies):
+        node = reply.metadata.src_node_id
+        in_order = k < len(messages) and messages[k].metadata.dst_node_id == node
+        yield reply, messages[k] if in_order else by_node.get(node)
+
+
+def _refuse(reply: Message, reason: str, detail: str, stats: RoundStats) -> Message:
+    """An Error reply in place of ``reply`` (logged, counted by ``reason``)."""
+    log.warning("refused update from node %s (%s): %s", reply.metadata.src_node_id, reason, detail)
+    stats.refused[reason] = stats.refused.get(reason, 0) + 1
+    return Message(metadata=reply.metadata, error=Error(REFUSALS[reason], f"refused: {detail}"))

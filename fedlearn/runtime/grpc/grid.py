@@ -10,9 +10,10 @@ streams. They meet here, under one lock:
   :meth:`unregister` as soon as a stream ends; both wake the strategy's
   thread through a condition variable.
 - ``send_and_receive`` returns one reply per sent message, in the order sent.
-  A message whose client disconnected, timed out or replied with NaN/Inf gets
-  a Flower Error reply, so the strategy counts it as a failure and aggregates
-  the rest.
+  A message whose client disconnected, timed out or replied with a message of
+  another type gets a Flower Error reply, so the strategy counts it as a
+  failure and aggregates the rest. What a reply holds is screened by the
+  ServerApp's :class:`~fedlearn.app.tracking.TrackingGrid`, as on every runtime.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 
-from fedlearn.app.tracking import NO_REPLY, NON_FINITE_UPDATE
+from fedlearn.app.tracking import NO_REPLY
 from fedlearn.runtime import set_server_identity
 from fedlearn.runtime.grpc.monitor import Monitor
 from fedlearn.runtime.grpc.serde import message_parts
@@ -88,7 +89,7 @@ class GrpcGrid(Grid):
         self._replies: dict[str, Message] = {}
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.refused = 0  # replies refused (NaN/Inf, wrong type, stray)
+        self.refused = 0  # replies refused here (wrong type, stray)
         self.last_wire_bytes: tuple[int, int] | None = None
         self.monitor = Monitor()  # counts for Prometheus when the server serves them
         self.set_run(Run.create_empty(run_id))
@@ -219,7 +220,7 @@ class GrpcGrid(Grid):
                 reason,
             )
 
-    def deliver(self, session: Session, reply: Message, nonfinite: list[str]) -> str | None:
+    def deliver(self, session: Session, reply: Message) -> str | None:
         """Hand a client's reply to the waiting strategy; return why it was refused, if it was."""
         mid = reply.metadata.reply_to_message_id
         with self._cond:
@@ -236,12 +237,6 @@ class GrpcGrid(Grid):
                     f" {sent.metadata.message_type!r} message"
                 )
                 self._fail(mid, sent, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, why)
-                self._cond.notify_all()
-                return why
-            if nonfinite:
-                self.refused += 1
-                why = f"update refused: NaN/Inf in {', '.join(nonfinite[:3])}"
-                self._fail(mid, sent, NON_FINITE_UPDATE, why)
                 self._cond.notify_all()
                 return why
             # The stream's authenticated node is the source, whatever the client wrote.

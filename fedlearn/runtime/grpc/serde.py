@@ -24,7 +24,6 @@ from flwr.common.serde import (
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
 from flwr.proto.recorddict_pb2 import Array as ProtoArray  # pylint: disable=E0611
 
-from fedlearn.app.tracking import non_finite_arrays
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc.decode import decode_message
 
@@ -198,10 +197,3 @@ def config_from_proto(values: Any) -> dict[str, Scalar]:
             raise FrameError(f"config key {key!r} has no value")
         out[key] = getattr(value, kind)
     return out
-
-
-def nonfinite_arrays(message: Message) -> list[str]:
-    """Names (``record.array``) of the arrays the server refuses: NaN, Inf, unreadable."""
-    if not message.has_content():
-        return []
-    return [f"{name}.{key}" for name, key in non_finite_arrays(message.content)]

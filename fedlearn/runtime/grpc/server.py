@@ -15,7 +15,6 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -32,7 +31,6 @@ from fedlearn.runtime.grpc.serde import (
     config_from_proto,
     config_to_proto,
     message_from_bytes,
-    nonfinite_arrays,
 )
 from fedlearn.runtime.grpc.settings import GRPC_IN_USE, PROTOCOL_VERSION, DeploySettings, log
 
@@ -218,13 +216,11 @@ class FleetServicer(pb_grpc.FleetServicer):
             return
 
     async def _deliver(self, session: Session, data: bytes) -> None:
-        def parse() -> tuple[Any, list[str]]:
-            reply = message_from_bytes(data)
-            bad = nonfinite_arrays(reply) if self.s.reject_nonfinite else []
-            return reply, bad
-
-        reply, bad = parse() if len(data) <= INLINE_BYTES else await asyncio.to_thread(parse)
-        refused = self.grid.deliver(session, reply, bad)
+        small = len(data) <= INLINE_BYTES
+        reply = (
+            message_from_bytes(data) if small else await asyncio.to_thread(message_from_bytes, data)
+        )
+        refused = self.grid.deliver(session, reply)
         if refused is not None:
             log.warning("node %d (%s): %s", session.node_id, session.identity, refused)
             session.outq.put_nowait(("notice", refused))

@@ -56,8 +56,6 @@ class DeploySettings:
         Mutual TLS: clients must present a certificate signed by ``tls.ca``.
     auth_tokens : str or None
         File of ``<client-name> <token>`` lines; clients without a known token are refused.
-    reject_nonfinite : bool
-        Replace a reply whose arrays hold NaN/Inf by a Flower Error reply.
     finish_grace : float
         Seconds given to clients to receive the end-of-run notice.
     metrics_address : str or None
@@ -77,7 +75,6 @@ class DeploySettings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     require_client_cert: bool = False
     auth_tokens: str | None = None
-    reject_nonfinite: bool = True
     finish_grace: float = 5.0
     metrics_address: str | None = None
 
