@@ -171,8 +171,12 @@ def label_split_rounds(strategy: object, rounds: int, lr: float, steps: int) -> 
         for msg in strategy.configure_train(rnd, weights, ConfigRecord({"lr": lr}), FakeGrid(2)):
             i = msg.metadata.dst_node_id - 1
             model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+            told = RecordDict(dict(msg.content))  # the server's word: last round aggregated
+            told[client_strategies.COMMIT_KEY] = ConfigRecord(
+                {"round": rnd - 1, "aggregated": True}
+            )
             params = dict(model.named_parameters())
-            side = client_strategies.setup(msg.content, contexts[i], params, settings, cpu)
+            side = client_strategies.setup(told, contexts[i], params, settings, cpu)
             metrics = training.train(
                 model,
                 x[parts[i]],

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from omegaconf import OmegaConf
 
@@ -72,52 +72,6 @@ def test_crashing_client_in_a_worker_process(tmp_path) -> None:
     assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
 
 
-def nan_from_partition_2(partition: int, reply: Message) -> Message:
-    if partition != 2:
-        return reply
-    arrays = reply.content["arrays"].to_numpy_ndarrays()
-    arrays[0] = np.full_like(arrays[0], np.nan)
-    keys = list(reply.content["arrays"].keys())
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord(dict(zip(keys, arrays, strict=True))),
-            "metrics": reply.content["metrics"],
-        }
-    )
-    return Message(content=content, reply_to=_original(reply))
-
-
-def _original(reply: Message) -> Message:
-    # A reply's reply: rebuild the instruction it answers from its metadata.
-    msg = Message(RecordDict(), reply.metadata.src_node_id, reply.metadata.message_type)
-    msg.metadata.__dict__["_message_id"] = reply.metadata.reply_to_message_id
-    msg.metadata.__dict__["_run_id"] = reply.metadata.run_id
-    return msg
-
-
-def test_nan_update_is_rejected_and_counted(tmp_path) -> None:
-    result = _run(tmp_path, nan_from_partition_2)
-    assert result["status"] == "completed"
-    assert np.isfinite(result["final"]["test"]["loss"])
-    assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
-
-
-def garbled_from_partition_2(partition: int, reply: Message) -> Message:
-    if partition != 2:
-        return reply
-    first = next(iter(reply.content["arrays"]))
-    good = reply.content["arrays"][first]
-    reply.content["arrays"][first] = Array(good.dtype, good.shape, good.stype, b"not npy bytes")
-    return reply
-
-
-def test_unreadable_update_is_rejected_not_fatal(tmp_path) -> None:
-    # A payload np.load cannot read used to fail the whole run at the NaN screen.
-    result = _run(tmp_path, garbled_from_partition_2)
-    assert result["status"] == "completed"
-    assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
-
-
 def _rewrite_partition_2(change):  # noqa: ANN001, ANN202 - change(dict of arrays) -> dict
     """A misbehaviour: partition 2 replies with ``change`` applied to its arrays."""
 
@@ -137,6 +91,33 @@ def _first(arrays: dict, value) -> dict:  # noqa: ANN001
     return {**arrays, key: value(arrays[key])}
 
 
+nan_from_partition_2 = _rewrite_partition_2(lambda a: _first(a, lambda v: np.full_like(v, np.nan)))
+
+
+def test_nan_update_is_rejected_and_counted(tmp_path) -> None:
+    result = _run(tmp_path, nan_from_partition_2)
+    assert result["status"] == "completed"
+    assert np.isfinite(result["final"]["test"]["loss"])
+    lines = records.read_metrics(tmp_path)[1:]
+    assert all(m["failed"] == 1 and m["refused"] == {"non-finite": 1} for m in lines)
+
+
+def garbled_from_partition_2(partition: int, reply: Message) -> Message:
+    if partition != 2:
+        return reply
+    first = next(iter(reply.content["arrays"]))
+    good = reply.content["arrays"][first]
+    reply.content["arrays"][first] = Array(good.dtype, good.shape, good.stype, b"not npy bytes")
+    return reply
+
+
+def test_unreadable_update_is_rejected_not_fatal(tmp_path) -> None:
+    # A payload np.load cannot read used to fail the whole run at the NaN screen.
+    result = _run(tmp_path, garbled_from_partition_2)
+    assert result["status"] == "completed"
+    assert all(m["failed"] == 1 for m in records.read_metrics(tmp_path)[1:])
+
+
 LIES = {
     "wrong shape": lambda a: _first(a, lambda v: np.zeros(v.size + 1, v.dtype)),
     "missing key": lambda a: dict(list(a.items())[1:]),
@@ -150,7 +131,7 @@ LIES = {
 def test_a_reply_that_does_not_fit_the_model_is_that_clients_failure(lie, tmp_path) -> None:
     result = _run(tmp_path, _rewrite_partition_2(LIES[lie]))
     assert result["status"] == "completed", result["error"]
-    assert np.isfinite(result["final"]["loss"])
+    assert np.isfinite(result["final"]["test"]["loss"])
     lines = records.read_metrics(tmp_path)[1:]
     assert [(m["succeeded"], m["failed"]) for m in lines] == [(3, 1), (3, 1)]
     reason = "norm" if lie == "1e30 weights" else "layout"
@@ -171,10 +152,40 @@ def test_a_non_finite_aggregate_is_not_applied_nor_blamed_on_the_next_round(tmp_
     assert result["status"] == "completed", result["error"]
     lines = records.read_metrics(tmp_path)
     assert "aggregate not applied: non-finite values in strategy.v_t" in lines[1]["skipped"]
-    assert lines[1]["central"] == lines[0]["central"]  # the model did not change
+    assert lines[1]["test"] == lines[0]["test"]  # the model did not change
     assert [m["succeeded"] for m in lines[1:]] == [4, 4, 4]  # nobody blamed after it
-    assert "skipped" not in lines[2] and lines[2]["central"] != lines[0]["central"]
-    assert np.isfinite(result["final"]["loss"])
+    assert "skipped" not in lines[2] and lines[2]["test"] != lines[0]["test"]
+    assert np.isfinite(result["final"]["test"]["loss"])
+
+
+def _client_state(run_dir: Path, node: int) -> dict[str, np.ndarray]:
+    """A node's SCAFFOLD control variate at the run's last checkpoint (all settled)."""
+    state = records.load_checkpoint(run_dir)["clients"][str(node)]
+    assert not [k for k in state.keys() if k.endswith(".pending")]
+    return {k: a.numpy() for k, a in state["scaffold-ci"].items()}
+
+
+def test_a_refused_update_leaves_the_clients_state_as_it_was(tmp_path) -> None:
+    """Partition 2's round-2 update is refused (NaN) after its client computed its new
+    control variate: the client keeps the one of round 1, which was aggregated."""
+    calls = {"n": 0}
+
+    def nan_in_round_2(partition: int, reply: Message) -> Message:
+        if partition == 2:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                return nan_from_partition_2(partition, reply)
+        return reply
+
+    scaffold = ["strategy=scaffold"]
+    _run(tmp_path / "one", lambda p, r: r, [*scaffold, "num_rounds=1"])
+    result = _run(tmp_path / "two", nan_in_round_2, [*scaffold, "num_rounds=2"])
+    assert result["status"] == "completed"
+    assert records.read_metrics(tmp_path / "two")[2]["refused"] == {"non-finite": 1}
+    kept, before = (_client_state(tmp_path / d, 1002) for d in ("two", "one"))
+    assert kept.keys() == before.keys() and all(np.array_equal(kept[k], before[k]) for k in kept)
+    moved, start = (_client_state(tmp_path / d, 1001) for d in ("two", "one"))
+    assert not all(np.array_equal(moved[k], start[k]) for k in moved)  # it moved on
 
 
 def test_too_few_successes_stop_cleanly(tmp_path) -> None:

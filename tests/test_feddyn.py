@@ -74,9 +74,8 @@ def test_client_objective_and_state() -> None:
         np.testing.assert_allclose(p.detach(), plain.state_dict()[k] + lr * 2.0, atol=1e-6)
         # g <- g - alpha (y - x)
         expected = 2.0 - alpha * (p.detach() - x0[k]).numpy()
-        np.testing.assert_allclose(
-            ctx.state[client_strategies.FEDDYN_STATE][k].numpy(), expected, atol=1e-6
-        )
+        pending = ctx.state[client_strategies.FEDDYN_STATE + client_strategies.PENDING]
+        np.testing.assert_allclose(pending[k].numpy(), expected, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -82,3 +82,72 @@ def test_a_restarted_client_carries_on_with_its_state(tmp_path) -> None:
     assert _one_run(0, "run-a", state_file, rounds=1) == 3
     # ... and in another run, where it starts fresh.
     assert _one_run(0, "run-b", state_file, rounds=1) == 1
+
+
+def _refusing_app(snapshots: dict):  # noqa: ANN202 - a ClientApp
+    """fedlearn's ClientApp; partition 1 replies NaN in round 2 (its new state computed),
+    and every node's committed SCAFFOLD state is kept in ``snapshots`` after each evaluate."""
+    from flwr.app import Array, ArrayRecord
+    from flwr.clientapp import ClientApp
+
+    from fedlearn.app import client_app
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):  # noqa: ANN001, ANN202
+        reply = client_app.train(msg, context)
+        rnd = int(msg.content["config"]["server-round"])
+        if context.node_config["partition-id"] == 1 and rnd == 2:
+            record = reply.content["arrays"]
+            arrays = {k: np.full_like(record[k].numpy(), np.nan) for k in record.keys()}
+            reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+        return reply
+
+    @app.evaluate()
+    def evaluate(msg, context):  # noqa: ANN001, ANN202
+        reply = client_app.evaluate(msg, context)
+        rnd = int(msg.content["config"]["server-round"])
+        if "scaffold-ci" in context.state:  # committed (a round's after the next one's train)
+            state = context.state["scaffold-ci"]
+            snapshots[(context.node_config["partition-id"], rnd)] = {
+                k: state[k].numpy().copy() for k in state.keys()
+            }
+        return reply
+
+    return app
+
+
+def test_over_grpc_a_refused_update_leaves_the_clients_state_as_it_was(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from fedlearn.app.run_config import client_run_config
+    from fedlearn.app.server_app import run_rounds
+    from fedlearn.experiment import build_setup, compose_config
+    from tests.conftest import TINY
+
+    cfg = OmegaConf.to_container(
+        compose_config([*TINY, "num_clients=3", "num_rounds=3", "strategy=scaffold"]),
+        resolve=True,
+    )
+    setup = build_setup(cfg, tmp_path)
+    grid, server, port = start_server(client_run_config(cfg))
+    snapshots: dict = {}
+    app = _refusing_app(snapshots)
+    clients = [
+        ThreadClient(port, f"c{k}", {"partition-id": k, "num-partitions": 3}, client_app=app)
+        for k in range(3)
+    ]
+    try:
+        assert grid.wait_for_nodes(3, 60) == 3
+        assert run_rounds(setup, grid)["status"] == "completed"
+        # After round 2 both hold round 1's state; after round 3 node 1 still does (its
+        # round-2 update was refused), node 0 holds round 2's.
+        before, kept = snapshots[(1, 2)], snapshots[(1, 3)]
+        assert all(np.array_equal(kept[k], before[k]) for k in kept)
+        moved = snapshots[(0, 3)]
+        assert not all(np.array_equal(moved[k], snapshots[(0, 2)][k]) for k in moved)
+        server.finish()
+        assert [c.join() for c in clients] == [0, 0, 0]
+    finally:
+        server.stop()

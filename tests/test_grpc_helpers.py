@@ -154,7 +154,7 @@ def spawn_client(
         "--app",
         app_spec,
         "--reconnect-timeout",
-        "30",
+        "120",  # a restarted server may take a while to listen again on a busy machine
         "--threads",
         "1",
         *extra,

@@ -9,14 +9,15 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedlearn.runtime import set_server_identity
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
+from fedlearn.runtime.grpc import security
 from fedlearn.runtime.grpc.frames import chunk_frame_bytes
 from fedlearn.runtime.grpc.serde import message_parts
 from fedlearn.runtime.grpc.settings import PROTOCOL_VERSION
-from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server
+from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -82,20 +83,17 @@ def test_bad_frames_and_bad_updates_are_refused_while_serving_others():
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "exceeds max_message_bytes",
             ),
-            (
-                [_hello(), _chunk(1, b"\xff\xffnot-flower")],
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "not a Flower message",
-            ),
         ]
         for frames, code, words in cases:
             _, err = _attack(port, frames, hold=2.0)
             assert err.code() == code, (frames[:1], err)
             assert words in (err.details() or "")
-        # A reply to a message never sent: a notice; the stream stays up until we leave.
-        kinds, err = _attack(port, [_hello(), _stray_reply()], hold=1.0)
-        assert kinds[0] == "welcome" and "notice" in kinds and err is None
-        assert grid.refused == 1
+        # A reply to a message never sent, well-formed or not: skipped unread (nothing held),
+        # a notice; the stream stays up until we leave.
+        for stray in (_stray_reply(), _chunk(1, b"\xff\xffnot-flower")):
+            kinds, err = _attack(port, [_hello(), stray], hold=1.0)
+            assert kinds[0] == "welcome" and "notice" in kinds and err is None
+        assert grid.refused == 2
         grid.wait_for_nodes(4, 5)
         assert len(grid.get_node_ids()) == 4  # only the real clients remain
         final = run_fedavg(grid, 4, rounds=2, screened=True)
@@ -201,4 +199,137 @@ def test_silent_client_is_dropped_at_heartbeat_timeout():
         kinds, err = out[0]
         assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "chunk" in kinds
     finally:
+        server.stop()
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (the server runs in it)."""
+    for line in open("/proc/self/status"):  # noqa: SIM115 - read once
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class _Peer:
+    """A raw stream as node ``name``: Hello and Ready, then each frame ``send`` is given,
+    and heartbeats every 0.1 s while ``beat`` is set; ``chunks`` counts the chunk frames
+    the server sends it, ``error`` is how the stream ended."""
+
+    def __init__(self, port: int, name: str) -> None:
+        import queue
+
+        self.outbox: queue.Queue = queue.Queue()
+        self.beat = threading.Event()
+        self.chunks = 0
+        self.error: Any = "open"
+        hello = pb.ClientFrame(hello=pb.Hello(protocol_version=PROTOCOL_VERSION, node_name=name))
+        self.outbox.put(hello.SerializeToString())
+        self.outbox.put(pb.ClientFrame(ready=pb.Ready()).SerializeToString())
+        self.thread = threading.Thread(target=self._run, args=(port,), daemon=True)
+        self.thread.start()
+
+    def send(self, frame: bytes) -> None:
+        self.outbox.put(frame)
+
+    def _frames(self):  # noqa: ANN202
+        import queue
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                frame = self.outbox.get(timeout=0.1)
+            except queue.Empty:
+                if self.beat.is_set():
+                    yield pb.ClientFrame(heartbeat=pb.Heartbeat()).SerializeToString()
+                continue
+            if frame is None:
+                return
+            yield frame
+
+    def _run(self, port: int) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            connect = channel.stream_stream(
+                "/fedlearn.grpc.v1.Fleet/Connect",
+                request_serializer=lambda b: b,
+                response_deserializer=pb.ServerFrame.FromString,
+            )
+            try:
+                for frame in connect(self._frames(), timeout=60):
+                    self.chunks += frame.WhichOneof("kind") == "chunk"
+                self.error = None
+            except grpc.RpcError as err:
+                self.error = err
+
+    def close(self) -> None:
+        self.outbox.put(None)
+        self.thread.join(10)
+
+
+def _train_message(node: int) -> Message:
+    set_server_identity(1)
+    arrays = ArrayRecord([np.zeros(4, np.float32)])
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    return Message(content, node, "train", group_id="1")
+
+
+def test_a_chunk_declaring_1gib_holds_only_its_own_bytes():
+    """Memory is taken as bytes arrive: a 1 GiB header with 100 bytes costs 100 bytes."""
+    grid, server, port = start_server(max_message_mb=2047)  # the header is within the limit
+    peer = _Peer(port, "liar")
+    try:
+        assert grid.wait_for_nodes(1, 20) == 1
+        grid.push_messages([_train_message(grid.get_node_ids()[0])])  # it may reply now
+        wait_for(lambda: peer.chunks > 0, 20, "the message to reach the node")
+        before = _rss()
+        peer.send(_chunk(1, b"x" * 100, total=1 << 30))
+        wait_for(lambda: grid.held_bytes == 100, 20, "the chunk to be held")
+        grown = _rss() - before
+        print(f"server RSS grew by {grown / 2**20:.1f} MiB for a 1 GiB header")
+        assert grown < 64 << 20
+    finally:
+        peer.close()
+        server.stop()
+
+
+def test_the_default_message_limit_follows_the_model_sent():
+    grid, server, port = start_server()
+    peer = _Peer(port, "liar")
+    try:
+        assert grid.wait_for_nodes(1, 20) == 1
+        grid.push_messages([_train_message(grid.get_node_ids()[0])])
+        wait_for(lambda: peer.chunks > 0, 20, "the message to reach the node")
+        limit = grid.message_limit()
+        assert grid.largest_sent < 1000 and limit == 2 * grid.largest_sent + (1 << 20)
+        peer.send(_chunk(1, b"x" * 100, total=limit + 1))
+        wait_for(lambda: peer.error != "open", 20, "the stream to be refused")
+        assert peer.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"exceeds max_message_bytes={limit}" in peer.error.details()
+    finally:
+        peer.close()
+        server.stop()
+
+
+def test_a_node_that_stalls_mid_reply_is_freed_at_the_timeout_and_left_out():
+    """100 bytes of a reply, then only heartbeats: its buffer is freed once the message
+    times out, and it is not sampled again for a while."""
+    grid, server, port = start_server(heartbeat_interval=0.5, heartbeat_timeout=30.0)
+    peer = _Peer(port, "staller")
+    peer.beat.set()
+    good = ThreadClient(port, "good", {"partition-id": 0})
+    try:
+        assert grid.wait_for_nodes(2, 20) == 2
+        staller = security.node_id_for("staller")
+        nodes = grid.get_node_ids()
+        for node in nodes:  # the staller's 100 bytes go out as soon as it has its message
+            if node == staller:
+                peer.send(_chunk(1, b"x" * 100, total=10_000))
+        replies = grid.send_and_receive([_train_message(n) for n in nodes], timeout=4.0)
+        errors = {r.metadata.src_node_id: r.has_error() for r in replies}
+        assert errors == {staller: True, security.node_id_for("good"): False}
+        assert grid.get_node_ids() == [security.node_id_for("good")]  # benched
+        wait_for(lambda: grid.held_bytes == 0, 10, "the partial reply to be freed")
+        server.finish()
+        assert good.join() == 0
+    finally:
+        peer.close()
         server.stop()

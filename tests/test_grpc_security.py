@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from fedlearn.runtime.grpc import fedlearn_pb2_grpc as pb_grpc
 from fedlearn.runtime.grpc import security
 from fedlearn.runtime.grpc.certs import make_pki
 from fedlearn.runtime.grpc.settings import PROTOCOL_VERSION, TlsSettings
-from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server
+from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,5 +136,83 @@ def test_a_malicious_server_cannot_run_code_on_a_client(tmp_path, monkeypatch, c
         assert len(refusals) == 1 and "\n" not in refusals[0], refusals
         assert refusals[0].startswith("dataset._target_=pathlib.Path.touch is not allowed")
         assert grid.get_node_ids() == []  # it never said Ready
+    finally:
+        server.stop()
+
+
+def test_a_second_connection_with_a_live_nodes_token_is_refused(tmp_path):
+    """A leaked token: the newcomer is refused while the node's own stream is alive."""
+    pki = make_pki(tmp_path, ["alice", "bob"])
+    tls = TlsSettings(cert=str(pki.server_cert), key=str(pki.server_key))
+    grid, server, port = start_server(tls=tls, auth_tokens=str(pki.tokens), insecure=False)
+    kw = {"insecure": False, "tls_ca": str(pki.ca)}
+    try:
+        owners = [
+            ThreadClient(port, n, {"partition-id": k}, token_file=str(pki.client_tokens[n]), **kw)
+            for k, n in enumerate(["alice", "bob"])
+        ]
+        assert grid.wait_for_nodes(2, 30) == 2
+        thief = ThreadClient(
+            port,
+            "thief",
+            {"partition-id": 5},
+            token_file=str(pki.client_tokens["alice"]),
+            reconnect_timeout=2.0,
+            **kw,
+        )
+        assert thief.join(30) == 1 and thief.client.handled == 0  # refused, never sampled
+        final = run_fedavg(grid, 2, rounds=2)
+        np.testing.assert_allclose(final, np.full(4, 2 * 32 / 21), rtol=1e-6)  # alice + bob
+        assert [c.client.handled for c in owners] == [4, 4]
+        server.finish()
+        assert [c.join() for c in owners] == [0, 0]
+    finally:
+        server.stop()
+
+
+def _held_stream(port: int, name: str, beating: threading.Event, out: list) -> threading.Thread:
+    """A raw stream as node ``name``: Hello, Ready, heartbeats while ``beating`` is set,
+    then silence with the connection kept open; ``out`` gets the error ending it."""
+
+    def frames():
+        yield pb.ClientFrame(hello=pb.Hello(protocol_version=PROTOCOL_VERSION, node_name=name))
+        yield pb.ClientFrame(ready=pb.Ready())
+        while beating.is_set():
+            yield pb.ClientFrame(heartbeat=pb.Heartbeat())
+            time.sleep(0.1)
+        time.sleep(30)
+
+    def run() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            try:
+                for _ in pb_grpc.FleetStub(channel).Connect(frames(), timeout=40):
+                    pass
+                out.append(None)
+            except grpc.RpcError as err:
+                out.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_node_whose_old_stream_is_dead_takes_its_place_again():
+    grid, server, port = start_server(heartbeat_interval=0.5, heartbeat_timeout=20.0)
+    try:
+        beating, first, second = threading.Event(), [], []
+        beating.set()
+        _held_stream(port, "x", beating, first)
+        assert grid.wait_for_nodes(1, 20) == 1
+        _held_stream(port, "x", beating, second).join(20)  # the same name while it lives
+        assert second[0].code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "already connected" in second[0].details()
+        beating.clear()  # the first stream goes silent (a client that died half-way) ...
+        again = ThreadClient(port, "x", {"partition-id": 0})  # ... its restart gets in
+        wait_for(lambda: first, 30, "the silent stream to be closed")
+        assert first[0] is None or first[0].code() != grpc.StatusCode.ALREADY_EXISTS
+        run_fedavg(grid, 1)
+        assert again.client.handled == 2 and grid.get_node_ids() == [security.node_id_for("x")]
+        server.finish()
+        assert again.join() == 0
     finally:
         server.stop()

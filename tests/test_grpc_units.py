@@ -33,9 +33,12 @@ def _message(values: np.ndarray) -> Message:
 
 def test_message_round_trips_through_chunks_and_shares_content():
     msg = _message(np.arange(10_000, dtype=np.float32))
-    cache: dict[int, list[bytes]] = {}
+    cache: dict[tuple[str, int], list[bytes]] = {}
     parts = message_parts(msg, cache)
-    assert message_parts(msg, cache)[1] is parts[1]  # a shared model is serialized once
+    # Another message whose content shares the model (and adds a record): the model's
+    # encoding is the same objects, serialized once.
+    other = Message(RecordDict({**dict(msg.content), "note": ConfigRecord({"n": 1})}), 7, "train")
+    assert all(any(p is q for q in message_parts(other, cache)) for p in parts[2:-1])
     asm = Assembler(max_message_bytes=1 << 20)
     decode = decoder(pb.ServerFrame)
     frames = [decode(f) for f in chunk_frame_bytes(1, parts, chunk_bytes=4096)]
@@ -139,6 +142,47 @@ def test_assembler_refuses_bad_frames():
         message_from_bytes(b"\xff\xff\xff garbage")
 
 
+def test_assembler_holds_what_arrived_and_skips_what_nobody_awaits():
+    asm = Assembler(max_message_bytes=lambda: 1 << 30)
+    assert asm.add(pb.Chunk(seq=1, total_bytes=1 << 30, offset=0, data=b"abc")) is None
+    assert asm.held == 3  # not the 1 GiB declared
+    assert asm.drop() == 3 and asm.held == 0  # its message timed out: freed
+    assert asm.add(pb.Chunk(seq=1, total_bytes=1 << 30, offset=3, data=b"d")) is None
+    assert asm.held == 0  # the rest of it is skipped, still checked in order
+    asm = Assembler(max_message_bytes=100)
+    assert asm.add(pb.Chunk(seq=1, total_bytes=4, offset=0, data=b"ab"), keep=False) is None
+    assert asm.add(pb.Chunk(seq=1, total_bytes=4, offset=2, data=b"cd"), keep=False) is None
+    assert asm.skipped and asm.held == 0
+    assert asm.add(pb.Chunk(seq=2, total_bytes=2, offset=0, data=b"ef")) == b"ef"
+
+
+def test_a_node_that_let_a_message_time_out_is_left_out_for_a_while(monkeypatch):
+    import asyncio
+    import time
+
+    from fedlearn.runtime.grpc.grid import GrpcGrid, Session
+
+    loop = asyncio.new_event_loop()  # never run: the node never answers
+    try:
+        grid = GrpcGrid({"seed": 0})
+        session = Session(5, "n5", {"partition-id": 0}, asyncio.Queue(), loop)
+        grid.claim(session, stale_after=10.0)
+        grid.register(session)
+        for pause in (1.0, 2.0):  # as long as it was waited for, doubling
+            msg = Message(RecordDict(), 5, "train", group_id="1")
+            (reply,) = grid.send_and_receive([msg], timeout=1.0)
+            now = time.monotonic()
+            assert "no reply within 1.0 s" in reply.error.reason
+            with monkeypatch.context() as clock:
+                clock.setattr(time, "monotonic", lambda t=now + pause / 2: t)
+                assert grid.get_node_ids() == []  # left out ...
+                clock.setattr(time, "monotonic", lambda t=now + pause + 0.01: t)
+                assert grid.get_node_ids() == [5]  # ... until its pause is over
+        assert session.outstanding == 0
+    finally:
+        loop.close()
+
+
 def test_nonfinite_arrays_and_config_values():
     from fedlearn.app.tracking import non_finite_key
 
@@ -236,6 +280,7 @@ def test_grid_turns_wrong_type_replies_and_disconnects_into_error_replies():
     try:
         grid = GrpcGrid({"seed": 0})
         session = Session(5, "n5", {"partition-id": 0}, asyncio.Queue(), loop)
+        assert grid.claim(session, stale_after=10.0) is None
         grid.register(session)
         assert grid.get_node_ids() == [5]
         sent = [Message(RecordDict(), 5, "train", group_id="1") for _ in range(2)]

@@ -161,6 +161,14 @@ def client_seed(job: ClientJob, config: ConfigRecord) -> int:
     return job.seed * 1_000_003 + int(config.get("server-round", 0)) * 10_007 + job.partition_id
 
 
+def check_finite(state: dict[str, torch.Tensor]) -> None:
+    """Raise FloatingPointError when local training left NaN or Inf in the weights: the
+    client reports its failure instead of sending them, and stages no new state."""
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise FloatingPointError(f"model not finite after local training ({key}): lower lr?")
+
+
 def train_reply(msg: Message, state: dict, metrics: dict, extra: dict) -> Message:
     """The reply to a train message: trained weights, metrics, a strategy's extra records."""
     content = RecordDict({"arrays": arrays.to_record(state), "metrics": MetricRecord(metrics)})
@@ -208,6 +216,7 @@ def train(msg: Message, context: Context) -> Message:
             loss_terms=side.loss_terms,
             grad_terms=side.grad_terms,
         )
+    check_finite(model.state_dict())  # else this client fails; its strategy state stays
     extra = side.finish(dict(model.named_parameters()), metrics)
     return train_reply(msg, model.state_dict(), metrics, extra)
 
@@ -215,6 +224,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received model on this node's held-out data."""
+    client_strategies.settle(msg.content, context)  # the server's word on the last update
     job = client_job(context)
     model = job_model(job)
     _load(model, msg)

@@ -22,6 +22,7 @@ from torch import nn
 from fedlearn.app import arrays, client_strategies
 from fedlearn.app.client_app import (
     ClientJob,
+    check_finite,
     client_job,
     client_seed,
     evaluate_reply,
@@ -114,6 +115,7 @@ class VectorizedClients:
 
     @staticmethod
     def _unpack(msg: Message, context: Context, with_task: bool) -> _Client:
+        client_strategies.settle(msg.content, context)  # the server's word on the last update
         job = client_job(context)
         client = _Client(msg, job, received(job_model(job), msg))
         if with_task:
@@ -150,7 +152,9 @@ class VectorizedClients:
             groups += [[clients[i] for i in chunk] for chunk in chunks]
         return groups
 
-    def _train(self, clients: list[_Client], group_size: int | None) -> dict[int, Message]:
+    def _train(
+        self, clients: list[_Client], group_size: int | None
+    ) -> dict[int, Message | Exception]:
         trained = []
         for group in self._groups(clients, group_size):
             job, settings = group[0].job, group[0].settings
@@ -158,10 +162,15 @@ class VectorizedClients:
             results = engine.train_group(job_model(job), tasks, settings, job.device)
             trained += zip(group, results, strict=True)
         # Only now that every group has trained: client state (SCAFFOLD's c_i, ...).
-        return {
-            id(c.msg): train_reply(c.msg, params, metrics, c.side.finish(params, metrics))
-            for c, (params, metrics) in trained
-        }
+        out: dict[int, Message | Exception] = {}
+        for c, (params, metrics) in trained:
+            try:
+                check_finite(params)  # a client that diverged fails alone, its state kept
+            except FloatingPointError as exc:
+                out[id(c.msg)] = exc
+                continue
+            out[id(c.msg)] = train_reply(c.msg, params, metrics, c.side.finish(params, metrics))
+        return out
 
     def _evaluate(self, clients: list[_Client], group_size: int | None) -> dict[int, Message]:
         out = {}

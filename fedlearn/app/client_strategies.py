@@ -18,6 +18,20 @@ config ``"feddyn-alpha"``   FedDyn: loss += -<g, w> +         ``"feddyn-grad"`` 
 
 Arrays cover the model's trainable parameters by name (``named_parameters``);
 a name missing from a received or stored record counts as zeros.
+
+A client's state changes only with updates the server aggregated. After
+training, the new state is kept *pending* (``"<key>.pending"``, tagged with
+its round in ``"pending-round"``) and a round trains from the committed
+state. Once a round is over (its checkpoint written) the server tells each
+node, in every later message, what became of the node's last train reply
+(record ``"fedlearn-commit"``: ``round``, ``aggregated``;
+:class:`~fedlearn.app.tracking.TrackingGrid` keeps that ledger, checkpoints
+save it); :func:`settle` then commits the pending state or drops it. A reply
+refused (NaN, an outlier), lost, or part of a round whose aggregate was not
+applied leaves the state as it was. A server resumed from the checkpoint
+before a round the client had trained speaks of an earlier round: the pending
+state waits, and the redone round replaces it. A message without the record (a
+server that keeps no ledger) leaves a pending state waiting.
 """
 
 from __future__ import annotations
@@ -26,9 +40,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
-from flwr.app import ArrayRecord, Context, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 
 from fedlearn.app import arrays
+from fedlearn.app.tracking import COMMIT_KEY
 from fedlearn.strategies.feddyn import ALPHA_KEY
 from fedlearn.strategies.fednova import normalizing_norm
 from fedlearn.strategies.scaffold import CONTROL_KEY, DELTA_KEY
@@ -36,6 +51,8 @@ from fedlearn.training import Term, TrainSettings
 
 SCAFFOLD_STATE = "scaffold-ci"
 FEDDYN_STATE = "feddyn-grad"
+PENDING = ".pending"  # suffix of a state record awaiting the server's word
+PENDING_ROUND = "pending-round"  # ConfigRecord {"round": r} of the pending records
 
 Tensors = dict[str, torch.Tensor]
 # After training: (trained parameters by name, train metrics) -> extra reply records.
@@ -68,15 +85,50 @@ def setup(
     """The client side of whatever strategy ``content`` (a train message) asks for.
 
     ``params``: the received global weights, by parameter name (a model's
-    ``named_parameters()``).
+    ``named_parameters()``). What the message says of the node's last update is
+    settled first (:func:`settle`).
     """
+    settle(content, context)
     side = ClientSide()
     config = content["config"] if "config" in content else {}
+    round_ = int(config.get("server-round", 0))
     if CONTROL_KEY in content:
-        _scaffold(side, content[CONTROL_KEY], context, params, settings, device)
+        _scaffold(side, content[CONTROL_KEY], context, params, settings, device, round_)
     if ALPHA_KEY in config:
-        _feddyn(side, float(config[ALPHA_KEY]), context, params, device)
+        _feddyn(side, float(config[ALPHA_KEY]), context, params, device, round_)
     return side
+
+
+def settle(content: RecordDict, context: Context) -> None:
+    """Settle the pending state with what ``content`` says of this node's last update:
+    commit it when its round was aggregated, drop it when refused or when the server
+    speaks of a later round; keep it waiting without word or for an earlier round."""
+    if COMMIT_KEY in content:
+        told = content[COMMIT_KEY]
+        settle_state(context.state, int(told.get("round", -1)), bool(told.get("aggregated")))
+
+
+def settle_state(state: RecordDict, server_round: int, aggregated: bool) -> None:
+    """Settle a node's pending state with the server's word on its update of
+    ``server_round`` (:func:`settle`); a server that holds its nodes' states settles
+    them itself with this when the round ends."""
+    if PENDING_ROUND not in state:
+        return
+    mine = int(state[PENDING_ROUND]["round"])
+    if server_round < mine:  # not decided yet (or a resumed server redoing this round)
+        return
+    commit = server_round == mine and aggregated
+    for key in [k for k in state.keys() if k.endswith(PENDING)]:
+        record = state.pop(key)
+        if commit:
+            state[key[: -len(PENDING)]] = record
+    del state[PENDING_ROUND]
+
+
+def _stage(context: Context, key: str, record: ArrayRecord, round_: int) -> None:
+    """Keep ``record`` as the pending new value of state ``key``, for round ``round_``."""
+    context.state[key + PENDING] = record
+    context.state[PENDING_ROUND] = ConfigRecord({"round": round_})
 
 
 def _params(params: Mapping[str, torch.Tensor], device: torch.device) -> Tensors:
@@ -105,6 +157,7 @@ def _scaffold(
     params: Mapping[str, torch.Tensor],
     settings: TrainSettings,
     device: torch.device,
+    round_: int,
 ) -> None:
     """SCAFFOLD option II (Karimireddy et al. 2020, Alg. 1 lines 10 and 12).
 
@@ -128,7 +181,7 @@ def _scaffold(
             c_new = {k: c_i[k] - c[k] + scale * (x[k] - y[k]) for k in x}
         else:  # no local step: nothing learned about this client's drift
             c_new = c_i
-        context.state[SCAFFOLD_STATE] = arrays.to_record(c_new)
+        _stage(context, SCAFFOLD_STATE, arrays.to_record(c_new), round_)
         return {DELTA_KEY: arrays.to_record({k: c_new[k] - c_i[k] for k in x})}
 
     side.grad_terms += (Term(scaffold_correction, (correction,)),)
@@ -146,6 +199,7 @@ def _feddyn(
     context: Context,
     params: Mapping[str, torch.Tensor],
     device: torch.device,
+    round_: int,
 ) -> None:
     """FedDyn's local objective and gradient-state update (Acar et al. 2021, Alg. 1)."""
     x = _params(params, device)
@@ -153,7 +207,8 @@ def _feddyn(
 
     def finish(trained: Mapping[str, torch.Tensor], metrics: dict) -> dict[str, ArrayRecord]:
         y = _params(trained, device)
-        context.state[FEDDYN_STATE] = arrays.to_record({k: g[k] - alpha * (y[k] - x[k]) for k in x})
+        new = arrays.to_record({k: g[k] - alpha * (y[k] - x[k]) for k in x})
+        _stage(context, FEDDYN_STATE, new, round_)
         return {}
 
     side.loss_terms += (Term(feddyn_term, (g, x, torch.tensor(alpha, device=device))),)

@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedlearn import records
 from fedlearn.app.arrays import cast_like, to_state_dict
+from fedlearn.app.client_strategies import settle_state
 from fedlearn.app.screening import ScreenPolicy
 from fedlearn.app.tracking import RoundStats, TrackingGrid, non_finite_key
 from fedlearn.runtime.base import ClientStateStore
@@ -117,18 +118,36 @@ def _store(grid: Grid) -> ClientStateStore | None:
     return inner if isinstance(inner, ClientStateStore) else None
 
 
-def _state(setup: ServerSetup, grid: Grid, arrays: ArrayRecord) -> dict[str, Any]:
+def _settle_held_states(grid: TrackingGrid) -> None:
+    """Where the server holds its nodes' states (in-process, Ray), settle each pending
+    state of this round now, so a checkpoint holds none: nodes renumbered by a restart
+    (Ray's) could not be told later. Other runtimes' clients are told in messages."""
+    store = _store(grid)
+    if store is None:
+        return
+    states = store.client_states()
+    key_of = getattr(store, "keys", {})  # node id -> state key, where they differ (Ray's)
+    for node, (server_round, aggregated) in grid.settled().items():
+        state = states.get(key_of.get(node, str(node)))
+        if state is not None:
+            settle_state(state, server_round, aggregated)
+
+
+def _state(setup: ServerSetup, grid: TrackingGrid, arrays: ArrayRecord) -> dict[str, Any]:
     state = {"arrays": arrays, "strategy": strategy_state(setup.strategy)}
+    state["ledger"] = grid.ledger_state()  # what clients are told of their last updates
     if (store := _store(grid)) is not None:  # every node's Context.state
         state["clients"] = store.client_states()
     return state
 
 
-def _restore(setup: ServerSetup, grid: Grid) -> tuple[ArrayRecord, int]:
+def _restore(setup: ServerSetup, grid: TrackingGrid) -> tuple[ArrayRecord, int]:
     ckpt = records.load_checkpoint(setup.run_dir) if setup.resume else None
     if ckpt is None:
         return setup.initial_arrays, 1
     vars(setup.strategy).update(ckpt["strategy"])
+    # Clients are told of the rounds up to the checkpoint; a later round's state waits.
+    grid.ledger = dict(ckpt.get("ledger", {}))
     if "clients" in ckpt and (store := _store(grid)) is not None:
         store.load_client_states(ckpt["clients"])
     records.truncate_metrics(setup.run_dir, ckpt["round"])
@@ -253,7 +272,9 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
             replies = grid.send_and_receive(msgs, timeout=setup.round_timeout)
             train, train_steps = grid.last, _train_steps(replies)
             new_arrays, train_metrics, skipped = aggregate(strategy, rnd, list(replies))
-            if new_arrays is None or train.succeeded < setup.min_train_replies:
+            stop = new_arrays is None or train.succeeded < setup.min_train_replies
+            grid.settle(rnd, applied=not stop and skipped is None)
+            if stop:
                 status = "stopped"
                 error = (
                     f"round {rnd}: {train.succeeded} of {train.sampled} clients succeeded;"
@@ -295,8 +316,10 @@ def run_rounds(setup: ServerSetup, grid: Grid) -> dict[str, Any]:
             line["seconds"] = time.perf_counter() - t0
             records.append_metrics(setup.run_dir, line)
             last = rnd == setup.num_rounds
+            _settle_held_states(grid)
             if setup.checkpoint_every and (rnd % setup.checkpoint_every == 0 or last):
                 records.save_checkpoint(setup.run_dir, rnd, _state(setup, grid, arrays))
+            grid.publish()  # the round is over: clients may commit what it aggregated
             if setup.on_round is not None:
                 setup.on_round(line)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM in a console script

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Error, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
 from flwr.serverapp.grid import Grid
 
 from fedlearn.app.arrays import NUMPY, view
@@ -37,6 +37,9 @@ REFUSALS = {
     "weight": 1005,
     "inconsistent": 1006,
 }
+# Every message to a node carries what became of its last train reply (round, aggregated):
+# a client's strategy state changes only with updates the server aggregated.
+COMMIT_KEY = "fedlearn-commit"
 
 
 def payload_bytes(content: RecordDict) -> int:
@@ -100,11 +103,19 @@ class TrackingGrid(DelegatingGrid):
         super().__init__(inner)
         self.policy = policy or ScreenPolicy()
         self.last = RoundStats()
+        # node -> (round of its last train reply, whether that reply was aggregated):
+        # told to the node with every message (see fedlearn.app.client_strategies)
+        self.ledger: dict[int, tuple[int, bool]] = {}
+        self._settled: dict[int, tuple[int, bool]] = {}  # this round's, told once it is over
+        self._trained: dict[int, bool] = {}  # the last train exchange: node -> reply accepted
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.inner.push_messages(self._tell(list(messages)))
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        messages = list(messages)
+        messages = self._tell(list(messages))
         stats = RoundStats(sampled=len(messages))
         stats.bytes_sent = sum(payload_bytes(m.content) for m in messages if m.has_content())
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
@@ -120,11 +131,48 @@ class TrackingGrid(DelegatingGrid):
         errors = [r.error.reason for r in screened if r.has_error()]
         stats.first_error = errors[0] if errors else None
         stats.failed = stats.sampled - stats.succeeded
+        if any(m.metadata.message_type == MessageType.TRAIN for m in messages):
+            self._trained = {m.metadata.dst_node_id: False for m in messages}
+            self._trained.update(
+                {r.metadata.src_node_id: True for r in screened if not r.has_error()}
+            )
         wire = getattr(self.inner, "last_wire_bytes", None)
         if wire is not None:  # a transport that measures its own traffic reports that instead
             stats.bytes_sent, stats.bytes_received = wire
         self.last = stats
         return screened
+
+    def settle(self, server_round: int, applied: bool) -> None:
+        """Record what became of the last train exchange's replies: aggregated when
+        accepted here and ``applied`` (the round's aggregate was used). Clients are told
+        after :meth:`publish`, once the round is over and checkpointed."""
+        for node, accepted in self._trained.items():
+            self._settled[node] = (server_round, applied and accepted)
+        self._trained = {}
+
+    def publish(self) -> None:
+        """Tell clients, from now on, what :meth:`settle` recorded."""
+        self.ledger.update(self._settled)
+        self._settled = {}
+
+    def settled(self) -> dict[int, tuple[int, bool]]:
+        """This round's entries, not yet told: node -> (round, aggregated)."""
+        return dict(self._settled)
+
+    def ledger_state(self) -> dict[int, tuple[int, bool]]:
+        """The ledger with this round's settled entries: what a checkpoint keeps."""
+        return {**self.ledger, **self._settled}
+
+    def _tell(self, messages: list[Message]) -> list[Message]:
+        """Each message with its node's ledger entry added (a new RecordDict holding the
+        same records: the content strategies share between messages is not changed)."""
+        for msg in messages:
+            entry = self.ledger.get(msg.metadata.dst_node_id)
+            if entry is not None and msg.has_content():
+                content = RecordDict(dict(msg.content))
+                content[COMMIT_KEY] = ConfigRecord({"round": entry[0], "aggregated": entry[1]})
+                msg.content = content
+        return messages
 
     def _screen(self, reply: Message, sent: Message | None, stats: RoundStats) -> Message:
         """``reply``, or an Error reply saying why it cannot be aggregated."""

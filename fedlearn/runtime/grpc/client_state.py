@@ -13,10 +13,12 @@ for another run or another node is left unused and replaced by the first save;
 a file that cannot be read is set aside as ``PATH.unreadable`` and the client
 starts fresh, never with half a state.
 
-The state is the one the client last wrote. If the server resumes from a
-checkpoint older than the client's last round, the client's state is that many
-rounds ahead of the server's model; SCAFFOLD and FedDyn tolerate that, an exact
-replay would need the server to hold every client's state.
+The file holds what the client last wrote, a pending state included
+(:mod:`fedlearn.app.client_strategies`): a state is committed only once the
+server has said, after the round's checkpoint, that the update was
+aggregated. A server resumed from its last checkpoint speaks of the rounds up
+to it, so its clients carry on from the state that matches its model and a
+round they trained before the crash is redone, its pending state replaced.
 """
 
 from __future__ import annotations

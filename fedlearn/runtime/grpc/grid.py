@@ -47,8 +47,10 @@ class Session:
     node_config: dict[str, Any]
     outq: asyncio.Queue
     loop: asyncio.AbstractEventLoop
+    peer: str = ""
     last_seen: float = field(default_factory=time.monotonic)
     closed: bool = False
+    outstanding: int = 0  # messages sent to it awaiting its reply (the grid's lock)
 
     def send(self, item: tuple) -> None:
         """Queue an item for the stream's writer, from any thread."""
@@ -75,16 +77,27 @@ class GrpcGrid(Grid):
         Flat scalars sent to every client at registration.
     round_timeout : float, optional
         Upper bound on any ``send_and_receive`` wait.
+    max_message_bytes : int, optional
+        Largest reply accepted; by default twice the largest message sent, plus 1 MiB.
     """
 
     def __init__(
-        self, run_config: dict[str, Any], round_timeout: float | None = None, run_id: int = 1
+        self,
+        run_config: dict[str, Any],
+        round_timeout: float | None = None,
+        run_id: int = 1,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.run_config = dict(run_config)
         self.round_timeout = round_timeout
+        self.max_message_bytes = max_message_bytes  # None: derived (message_limit)
+        self.largest_sent = 0  # bytes of the largest message sent to a client so far
+        self.held_bytes = 0  # bytes held for incomplete replies, all streams (event loop's)
+        self._benched: dict[int, tuple[int, float]] = {}  # node -> (timeouts, until when)
         self._run: Run = Run.create_empty(run_id)
         self._cond = threading.Condition()
-        self._sessions: dict[int, Session] = {}
+        self._sessions: dict[int, Session] = {}  # nodes that said Ready: sampled
+        self._claims: dict[int, Session] = {}  # the one live stream of each node
         self._pending: dict[str, _Pending] = {}
         self._replies: dict[str, Message] = {}
         self.bytes_sent = 0
@@ -117,13 +130,18 @@ class GrpcGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> list[int]:
-        """Connected node ids, ordered by partition id then identity."""
+        """Connected node ids, ordered by partition id then identity; a node that let a
+        message time out is left out for a while (:meth:`_bench`)."""
+        now = time.monotonic()
         with self._cond:
-            return [s.node_id for s in sorted(self._sessions.values(), key=Session.order)]
+            live = [
+                s for s in self._sessions.values() if self._benched.get(s.node_id, (0, 0))[1] <= now
+            ]
+            return [s.node_id for s in sorted(live, key=Session.order)]
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         """Send each message to its node's stream now; return the message ids."""
-        cache: dict[int, list[bytes]] = {}
+        cache: dict[tuple[str, int], list[bytes]] = {}
         ids = []
         for msg in messages:
             mid = uuid.uuid4().hex
@@ -136,7 +154,9 @@ class GrpcGrid(Grid):
                     ids.append(mid)
                     continue
                 self._pending[mid] = _Pending(msg, session)
+                session.outstanding += 1
             parts = message_parts(msg, cache)
+            self.largest_sent = max(self.largest_sent, sum(len(p) for p in parts))
             session.send(("msg", parts))
             ids.append(mid)
         return ids
@@ -164,9 +184,9 @@ class GrpcGrid(Grid):
                 self._cond.wait(left)
             for mid in ids:
                 if mid not in self._replies and mid in self._pending:
-                    pending = self._pending.pop(mid)
+                    pending = self._take(mid)
                     waited = min(limits)
-                    log.warning("node %d: no reply within %.1f s", pending.session.node_id, waited)
+                    self._bench(pending.session.node_id, waited)
                     self._fail(mid, pending.message, NO_REPLY, f"no reply within {waited} s")
             replies = [self._replies.pop(m) for m in ids]
         # Frames that crossed the wire during this exchange (fedlearn's TrackingGrid reads it).
@@ -183,16 +203,42 @@ class GrpcGrid(Grid):
                 self._cond.wait(left)
             return len(self._sessions)
 
-    def register(self, session: Session) -> None:
-        """Add a connected node; an older stream of the same node is closed."""
+    def claim(self, session: Session, stale_after: float) -> str | None:
+        """Let ``session`` stand for its node, or say why not (in one line).
+
+        A node has one stream. A second connection with the same identity (a leaked
+        token, a copied certificate, a second process under one name) is refused
+        while the first stream is alive; one whose stream has said nothing for
+        ``stale_after`` seconds (a client that died without closing it) is closed
+        and the newcomer takes its place.
+        """
         with self._cond:
-            old = self._sessions.get(session.node_id)
-            self._sessions[session.node_id] = session
-            self._cond.notify_all()
-        if old is not None:
-            log.info("node %d (%s) reconnected; closing its old stream", old.node_id, old.identity)
+            old = self._claims.get(session.node_id)
+            if old is not None and not old.closed:
+                silent = time.monotonic() - old.last_seen
+                if silent < stale_after:
+                    return (
+                        f"node {session.node_id} ({session.identity}) is already connected"
+                        f" from {old.peer}; a second connection with its identity is refused"
+                    )
+            self._claims[session.node_id] = session
+        if old is not None and not old.closed:
+            log.info(
+                "node %d (%s): its old stream is silent; a new one takes its place",
+                old.node_id,
+                old.identity,
+            )
             self.unregister(old, "replaced by a new connection")
             old.send(("close", "replaced by a new connection"))
+        return None
+
+    def register(self, session: Session) -> None:
+        """Add a connected node (its stream said Ready) unless another stream replaced it."""
+        with self._cond:
+            if self._claims.get(session.node_id) is not session or session.closed:
+                return
+            self._sessions[session.node_id] = session
+            self._cond.notify_all()
 
     def unregister(self, session: Session, reason: str) -> None:
         """Drop a node whose stream ended; its pending messages get Error replies now."""
@@ -202,11 +248,13 @@ class GrpcGrid(Grid):
             session.closed = True
             if self._sessions.get(session.node_id) is session:
                 del self._sessions[session.node_id]
+            if self._claims.get(session.node_id) is session:
+                del self._claims[session.node_id]
             lost = [m for m, p in self._pending.items() if p.session is session]
             for mid in lost:
                 self._fail(
                     mid,
-                    self._pending.pop(mid).message,
+                    self._take(mid).message,
                     ErrorCode.NODE_UNAVAILABLE,
                     f"client disconnected: {reason}",
                 )
@@ -228,8 +276,8 @@ class GrpcGrid(Grid):
             if pending is None or pending.session is not session:
                 self.refused += 1
                 return f"reply to unknown or expired message {mid!r} ignored"
-            del self._pending[mid]
-            sent = pending.message
+            sent = self._take(mid).message
+            self._benched.pop(session.node_id, None)  # it answers in time again
             if reply.metadata.message_type != sent.metadata.message_type:
                 self.refused += 1
                 why = (
@@ -252,6 +300,34 @@ class GrpcGrid(Grid):
         for session in sessions:
             session.send(("finish", reason))
         return sessions
+
+    def note_refused(self) -> None:
+        """Count a reply the server dropped before it reached the grid."""
+        with self._cond:
+            self.refused += 1
+
+    def message_limit(self) -> int:
+        """Largest reply accepted now: ``max_message_bytes``, or twice the largest message
+        sent so far plus 1 MiB (a reply carries the model back, SCAFFOLD's correction too)."""
+        if self.max_message_bytes is not None:
+            return self.max_message_bytes
+        return 2 * self.largest_sent + (1 << 20)
+
+    def _take(self, mid: str) -> _Pending:
+        """Remove a pending message (caller holds the lock)."""
+        pending = self._pending.pop(mid)
+        pending.session.outstanding -= 1
+        return pending
+
+    def _bench(self, node: int, waited: float) -> None:
+        """Leave out of sampling for a while a node that let a message time out (caller
+        holds the lock): for as long as it was waited for, doubling with each timeout in
+        a row (up to 8 times), until it answers a message in time. A node that streams
+        part of a reply and then only heartbeats costs one round timeout, not every round."""
+        strikes = self._benched.get(node, (0, 0.0))[0] + 1
+        pause = waited * 2 ** min(strikes - 1, 3)
+        self._benched[node] = (strikes, time.monotonic() + pause)
+        log.warning("node %d: no reply within %.1f s; not sampled for %.0f s", node, waited, pause)
 
     def _fail(self, mid: str, sent: Message, code: int, reason: str) -> None:
         """Store an Error reply for ``sent`` (caller holds the lock)."""

@@ -12,6 +12,7 @@ on the way out (:func:`content_parts`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import Array, ArrayRecord, Message, RecordDict
@@ -60,48 +61,54 @@ def _array_parts(array: Array) -> list[bytes]:
     return parts + _field(4, [array.data]) if array.data else parts
 
 
-def content_parts(content: RecordDict) -> list[bytes]:
+def content_parts(
+    content: RecordDict, cache: dict[tuple[str, int], list[bytes]] | None = None
+) -> list[bytes]:
     """``ProtoMessage(content=recorddict_to_proto(content))``'s bytes, as a list of parts.
 
     Byte for byte what flwr's serialization gives (a unit test checks it), built
     without copying array data: protobuf's nested-message constructors copy every
-    array once per nesting level, which costs seconds for a 100 MB model.
+    array once per nesting level, which costs seconds for a 100 MB model. ``cache``
+    maps ``(key, id(record))`` to that record's encoded item, so a record shared by
+    many messages (a round's model) is encoded once; the caller keeps the records
+    alive while the cache lives.
     """
     items: list[bytes] = []
     for key, record in content.items():
-        if isinstance(record, ArrayRecord):
-            entries: list[bytes] = []
-            for name, array in record.items():
-                entries += _field(1, _field(1, [name.encode()]) + _field(2, _array_parts(array)))
-            item = _field(1, [key.encode()]) + _field(2, entries)
-        else:  # metrics and configs are small: flwr's own code path
-            proto = recorddict_to_proto(RecordDict({key: record}))
-            item = [proto.items[0].SerializeToString()]
-        items += _field(1, item)
+        item = cache.get((key, id(record))) if cache is not None else None
+        if item is None:
+            item = _item(key, record)
+            if cache is not None:
+                cache[(key, id(record))] = item
+        items += item
     return _field(2, items)
 
 
+def _item(key: str, record: Any) -> list[bytes]:
+    """One ``RecordDict`` item: ``key`` and its record, encoded."""
+    if isinstance(record, ArrayRecord):
+        entries: list[bytes] = []
+        for name, array in record.items():
+            entries += _field(1, _field(1, [name.encode()]) + _field(2, _array_parts(array)))
+        return _field(1, _field(1, [key.encode()]) + _field(2, entries))
+    proto = recorddict_to_proto(RecordDict({key: record}))  # metrics, configs: small
+    return _field(1, [proto.items[0].SerializeToString()])
+
+
 def message_parts(
-    message: Message, content_cache: dict[int, list[bytes]] | None = None
+    message: Message, content_cache: dict[tuple[str, int], list[bytes]] | None = None
 ) -> list[bytes]:
     """Serialize ``message`` (flwr's ``message_to_proto`` encoding) as a list of byte parts.
 
-    Metadata comes first, then the content or error. ``content_cache`` maps
-    ``id(RecordDict)`` to its parts, so one model sent to many clients is
-    serialized once (the caller keeps the RecordDicts alive while the cache lives).
+    Metadata comes first, then the content or error. ``content_cache``: see
+    :func:`content_parts` (one model sent to many clients is serialized once).
     """
     head = ProtoMessage(metadata=metadata_to_proto(message.metadata)).SerializeToString()
     if message.has_error():
         return [head, ProtoMessage(error=error_to_proto(message.error)).SerializeToString()]
     if not message.has_content():
         return [head]
-    key = id(message.content)
-    body = content_cache.get(key) if content_cache is not None else None
-    if body is None:
-        body = content_parts(message.content)
-        if content_cache is not None:
-            content_cache[key] = body
-    return [head, *body]
+    return [head, *content_parts(message.content, content_cache)]
 
 
 def message_from_bytes(data: bytes | bytearray) -> Message:
@@ -130,44 +137,67 @@ def message_from_bytes(data: bytes | bytearray) -> Message:
 class Assembler:
     """Reassemble the chunks of one stream's messages, checking every frame.
 
+    Memory is taken as bytes arrive, never on a peer's word: a chunk that declares a
+    1 GiB message holds only its own bytes. A message the receiver does not want
+    (``keep=False``: a reply nobody waits for) is checked and skipped, holding nothing.
+
     Parameters
     ----------
-    max_message_bytes : int
-        Largest whole message accepted; a larger declared size is refused
-        before any of it is buffered.
+    max_message_bytes : int or callable
+        Largest whole message accepted (or a function giving it when a message
+        begins); a larger declared size is refused before any of it is held.
     """
 
-    def __init__(self, max_message_bytes: int) -> None:
-        self.max_message_bytes = max_message_bytes
+    def __init__(self, max_message_bytes: int | Callable[[], int]) -> None:
+        self._limit = (
+            max_message_bytes if callable(max_message_bytes) else lambda: max_message_bytes
+        )
         self._seq: int | None = None
+        self._total = 0
         self._buf: bytearray | None = None
         self._filled = 0
         self._last_seq = -1
+        self.skipped = False  # the message that just ended was skipped (not held)
 
-    def add(self, chunk: Any) -> bytearray | None:
-        """Add one chunk (``pb.Chunk`` or a decoded view); return the message when whole."""
-        if self._buf is None:
+    @property
+    def held(self) -> int:
+        """Bytes held for the message being received."""
+        return len(self._buf) if self._buf is not None else 0
+
+    def drop(self) -> int:
+        """Free what is held of the message being received (its rest is skipped); the
+        number of bytes freed."""
+        freed, self._buf = self.held, None
+        return freed
+
+    def add(self, chunk: Any, keep: bool = True) -> bytearray | None:
+        """Add one chunk (``pb.Chunk`` or a decoded view); return the message when whole
+        (None until then, and at the end of a skipped one: see :attr:`skipped`)."""
+        if self._seq is None:
             if chunk.seq <= self._last_seq:
                 raise FrameError(f"chunk seq {chunk.seq} repeats an earlier message")
-            if chunk.total_bytes > self.max_message_bytes:
+            limit = self._limit()
+            if chunk.total_bytes > limit:
                 raise TooLarge(
-                    f"message of {chunk.total_bytes} bytes exceeds max_message_bytes="
-                    f"{self.max_message_bytes}"
+                    f"message of {chunk.total_bytes} bytes exceeds max_message_bytes={limit}"
                 )
-            self._seq, self._buf, self._filled = chunk.seq, bytearray(chunk.total_bytes), 0
-        if chunk.seq != self._seq or chunk.total_bytes != len(self._buf):
+            self._seq, self._total, self._filled = chunk.seq, chunk.total_bytes, 0
+            self._buf = bytearray() if keep else None
+        if chunk.seq != self._seq or chunk.total_bytes != self._total:
             raise FrameError(f"chunk of message {chunk.seq} interleaves message {self._seq}")
         data = chunk.data  # (each attribute access copies the bytes)
-        if chunk.offset != self._filled or self._filled + len(data) > len(self._buf):
+        if chunk.offset != self._filled or self._filled + len(data) > self._total:
             raise FrameError(
                 f"chunk at offset {chunk.offset} (+{len(data)}) does not continue "
-                f"message {self._seq} at {self._filled} of {len(self._buf)} bytes"
+                f"message {self._seq} at {self._filled} of {self._total} bytes"
             )
-        self._buf[self._filled : self._filled + len(data)] = data
+        if self._buf is not None:
+            self._buf += data
         self._filled += len(data)
-        if self._filled < len(self._buf):
+        if self._filled < self._total:
             return None
-        whole, self._buf, self._last_seq = self._buf, None, chunk.seq
+        whole, self._buf, self._seq, self._last_seq = self._buf, None, None, chunk.seq
+        self.skipped = whole is None
         return whole
 
 

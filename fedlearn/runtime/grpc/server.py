@@ -106,8 +106,17 @@ class FleetServicer(pb_grpc.FleetServicer):
             except FrameError as err:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad node_config: {err}") from None
             session = Session(
-                security.node_id_for(identity), identity, node_config, asyncio.Queue(), loop
+                security.node_id_for(identity),
+                identity,
+                node_config,
+                asyncio.Queue(),
+                loop,
+                peer=context.peer(),
             )
+            taken = self.grid.claim(session, stale_after=self._stale_after())
+            if taken is not None:
+                session = None  # (nothing of it to unregister)
+                raise _Abort(grpc.StatusCode.ALREADY_EXISTS, taken)
             self.sessions[session] = security.bearer_digest(context.invocation_metadata())
             yield pb.ServerFrame(welcome=self._welcome(session))
             log.info("node %d (%s) connected from %s", session.node_id, identity, context.peer())
@@ -144,6 +153,11 @@ class FleetServicer(pb_grpc.FleetServicer):
                     ("abort", grpc.StatusCode.UNAUTHENTICATED, "client token revoked")
                 )
 
+    def _stale_after(self) -> float:
+        """Seconds of silence after which a node's stream no longer holds its place: a
+        live client sends a heartbeat every ``heartbeat_interval``."""
+        return min(3 * self.s.heartbeat_interval, self.s.heartbeat_timeout)
+
     def _welcome(self, session: Session) -> pb.Welcome:
         return pb.Welcome(
             protocol_version=PROTOCOL_VERSION,
@@ -151,7 +165,7 @@ class FleetServicer(pb_grpc.FleetServicer):
             run_id=self.grid.run.run_id,
             run_config=config_to_proto(self.grid.run_config),
             max_chunk_bytes=self.s.chunk_bytes,
-            max_message_bytes=self.s.max_message_bytes,
+            max_message_bytes=self.s.max_message_bytes or 0,  # 0: derived from the model
             heartbeat_interval=self.s.heartbeat_interval,
         )
 
@@ -185,13 +199,24 @@ class FleetServicer(pb_grpc.FleetServicer):
                 raise _Abort(item[1], item[2])
 
     async def _read(self, session: Session, requests: AsyncIterator[pb.ClientFrame]) -> None:
-        """Reassemble and deliver the client's replies; refuse bad frames."""
-        assembler = Assembler(self.s.max_message_bytes)
+        """Reassemble and deliver the client's replies; refuse bad frames.
+
+        Bytes of a reply are held only while a message awaits the node's reply, up to
+        the grid's message limit: at most one such reply per stream, all streams
+        together at most (messages awaiting a reply) x limit. What a node sends when
+        nothing awaits it (a message that timed out) is checked and skipped.
+        """
+        assembler = Assembler(self.grid.message_limit)
         ready = False
         try:
             async for frame in requests:
                 session.last_seen = time.monotonic()
                 self.grid.bytes_received += frame.ByteSize()
+                awaited = session.outstanding > 0
+                if assembler.held and not awaited:  # its message timed out: free the bytes
+                    freed = assembler.drop()
+                    self.grid.held_bytes -= freed
+                    log.warning("node %d: dropped %d bytes of a late reply", session.node_id, freed)
                 kind = frame.WhichOneof("kind")
                 if kind == "heartbeat":
                     continue
@@ -201,9 +226,16 @@ class FleetServicer(pb_grpc.FleetServicer):
                     continue
                 if kind != "chunk":
                     raise FrameError(f"unexpected {kind} frame after Hello")
-                data = assembler.add(frame.chunk)
+                before = assembler.held
+                data = assembler.add(frame.chunk, keep=awaited)
+                self.grid.held_bytes += assembler.held - before
                 if data is not None:
                     await self._deliver(session, data)
+                elif assembler.skipped:
+                    assembler.skipped = False
+                    self.grid.note_refused()
+                    text = "a reply to no message awaiting one (timed out?) was dropped"
+                    session.outq.put_nowait(("notice", text))
             session.outq.put_nowait(("close", "client closed its stream"))
         except (FrameError, DecodeError) as err:
             text = str(err) if isinstance(err, FrameError) else f"malformed frame: {err}"
@@ -214,6 +246,8 @@ class FleetServicer(pb_grpc.FleetServicer):
             session.outq.put_nowait(("abort", code, text))
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             return
+        finally:
+            self.grid.held_bytes -= assembler.drop()
 
     async def _deliver(self, session: Session, data: bytes) -> None:
         small = len(data) <= INLINE_BYTES
@@ -240,6 +274,7 @@ class GrpcServer:
     def __init__(self, grid: GrpcGrid, settings: DeploySettings) -> None:
         self.grid = grid
         self.settings = settings
+        grid.max_message_bytes = settings.max_message_bytes  # None: derived from the model
         self.port: int | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

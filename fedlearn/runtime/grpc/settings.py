@@ -46,8 +46,11 @@ class DeploySettings:
     heartbeat_interval, heartbeat_timeout : float
         Heartbeats go both ways every ``heartbeat_interval`` seconds; a client
         silent for ``heartbeat_timeout`` seconds is dropped.
-    chunk_mb, max_message_mb : float
-        Size of the chunks a message is cut into, and of the largest message.
+    chunk_mb : float
+        Size of the chunks a message is cut into.
+    max_message_mb : float or None
+        Largest reply accepted; None: twice the largest message the server has sent
+        (the model), plus 1 MiB.
     insecure : bool
         Plaintext (no TLS). Only when asked for; a warning is logged.
     tls : TlsSettings
@@ -70,7 +73,7 @@ class DeploySettings:
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 30.0
     chunk_mb: float = 1.0
-    max_message_mb: float = 1024.0
+    max_message_mb: float | None = None
     insecure: bool = False
     tls: TlsSettings = field(default_factory=TlsSettings)
     require_client_cert: bool = False
@@ -83,8 +86,8 @@ class DeploySettings:
         return int(self.chunk_mb * MIB)
 
     @property
-    def max_message_bytes(self) -> int:
-        return int(self.max_message_mb * MIB)
+    def max_message_bytes(self) -> int | None:
+        return None if self.max_message_mb is None else int(self.max_message_mb * MIB)
 
     @classmethod
     def from_dict(
@@ -129,7 +132,7 @@ class DeploySettings:
             )
         if not 0 < self.chunk_mb <= 64:
             raise ValueError(f"{prefix}.chunk_mb={self.chunk_mb}: allowed 0 < chunk_mb <= 64")
-        if not 0 < self.max_message_mb < 2048:
+        if self.max_message_mb is not None and not 0 < self.max_message_mb < 2048:
             raise ValueError(
                 f"{prefix}.max_message_mb={self.max_message_mb}: allowed 0 < max_message_mb"
                 " < 2048 (protobuf's limit)"
