@@ -167,7 +167,8 @@ def test_fedadam_keeps_the_models_dtype(tiny: list[str], tmp_path) -> None:
     overrides = [*tiny, "strategy=fedadam", "num_rounds=3", "strategy.fraction_evaluate=0.5"]
     simulate(overrides, tmp_path)
     rounds = [m for m in records.read_metrics(tmp_path) if m["round"] > 0]
-    assert len({m["bytes_sent"] for m in rounds}) == 1
+    sent = [m["bytes_sent"] for m in rounds]  # float64 would double it (from round 2 on,
+    assert max(sent) < 1.01 * min(sent)  # messages also carry a few bytes of commit ledger)
     state = torch.load(tmp_path / records.MODEL)
     assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
 

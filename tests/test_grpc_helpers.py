@@ -89,14 +89,14 @@ def free_port() -> int:
 
 
 def start_server(
-    run_config: dict | None = None, port: int = 0, **kw
+    run_config: dict | None = None, port: int = 0, host: str = "127.0.0.1", **kw
 ) -> tuple[GrpcGrid, GrpcServer, int]:
     """A GrpcServer on loopback (a free port by default; plaintext unless TLS is given)."""
     kw.setdefault("insecure", "tls" not in kw)
     kw.setdefault("heartbeat_interval", 1.0)
     kw.setdefault("heartbeat_timeout", 5.0)
     kw.setdefault("finish_grace", 3.0)
-    settings = DeploySettings(address=f"127.0.0.1:{port}", **kw)
+    settings = DeploySettings(address=f"{host}:{port}", **kw)
     settings.validate()
     grid = GrpcGrid(run_config or {"seed": 0}, round_timeout=kw.get("round_timeout"))
     server = GrpcServer(grid, settings)
@@ -116,9 +116,8 @@ class ThreadClient:
     ) -> None:
         kw.setdefault("insecure", True)
         kw.setdefault("reconnect_timeout", 10.0)
-        settings = ClientSettings(
-            address=f"127.0.0.1:{port}", node_name=name, node_config=node_config or {}, **kw
-        )
+        kw.setdefault("address", f"127.0.0.1:{port}")
+        settings = ClientSettings(node_name=name, node_config=node_config or {}, **kw)
         self.client = GrpcClient(settings, client_app or app)
         self.rc: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)

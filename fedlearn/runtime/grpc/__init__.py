@@ -11,5 +11,6 @@
 - :mod:`.security`, :mod:`.certs`: TLS, tokens, node identities, certificates;
   :mod:`.secret_files`: keys and tokens on disk (0600, refused when exposed).
 - :mod:`.provision`, :mod:`.kits`: ``fedlearn-provision``, one start-up kit per machine.
+- :mod:`.preflight`: start-up checks (one-line errors); :mod:`.warmup`: a client's preparation.
 - :mod:`.launch`, :mod:`.cli`: ``fedlearn-server``, ``fedlearn-client``, ``fedlearn-launch``.
 """

@@ -175,7 +175,9 @@ def persisted_name(path: str | None) -> str | None:
 def client_settings(args: argparse.Namespace) -> Any:
     """ClientSettings from parsed flags (one-line ValueError on a bad combination)."""
     from fedlearn.runtime.grpc.client import ClientSettings
+    from fedlearn.runtime.grpc.preflight import split_address
 
+    split_address(args.server, "--server")  # before anything is said about the connection
     node_config = _pairs(args.node_config, "--node-config")
     node_config.update(_pairs(args.data, "--data", prefix="dataset."))
     if args.partition_id is not None:

@@ -12,12 +12,10 @@ after ``reconnect_timeout`` seconds without a connection.
 from __future__ import annotations
 
 import asyncio
-import copy
 import importlib
 import logging
 import random
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -27,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from flwr.app import Context, Error, Message, Metadata, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedlearn.runtime.grpc import client_state, frames, security
+from fedlearn.runtime.grpc import client_state, frames, preflight, security, warmup
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc.serde import (
     Assembler,
@@ -53,6 +51,10 @@ FATAL = {
 
 class Refused(RuntimeError):
     """The server refused this client for good (no point in reconnecting)."""
+
+
+class Misconfigured(ValueError):
+    """A client setting that cannot reach this server (one line naming the setting)."""
 
 
 @dataclass
@@ -101,6 +103,7 @@ class GrpcClient:
         self.app = app or load_app(settings.app)
         self.context: Context | None = None
         self.name = settings.node_name or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        self._check(settings)
         self.token = security.read_token(settings.token_file) if settings.token_file else None
         if not settings.insecure:
             self.creds = security.channel_credentials(
@@ -111,6 +114,20 @@ class GrpcClient:
         self._app_lock = threading.Lock()
         self._saved = b""  # the state file's bytes as this client last wrote them
         self._fatal: BaseException | None = None  # what ended the worker: this client stops
+
+    @staticmethod
+    def _check(settings: ClientSettings) -> None:
+        """One-line ValueErrors, before any connection, for settings that cannot work:
+        an address without a port or whose host does not exist, TLS files that are not
+        PEM, a key that is not its certificate's."""
+        host, port = preflight.split_address(settings.address, "--server")
+        preflight.resolve(host, port, "--server", settings.address)  # (no DNS answer: retried)
+        if settings.insecure:
+            return
+        if settings.tls_ca:
+            preflight.check_ca(settings.tls_ca, "--tls-ca")
+        if settings.tls_cert and settings.tls_key:
+            preflight.check_pair(settings.tls_cert, settings.tls_key, "--tls-cert", "--tls-key")
 
     def _channel(self) -> grpc.aio.Channel:
         GRPC_IN_USE.set()
@@ -138,7 +155,7 @@ class GrpcClient:
             except Refused as err:
                 log.error("server %s refused this client: %s", self.s.address, err)
                 return 1
-            except NotAllowed as err:  # the server asked for code this client does not run
+            except (NotAllowed, Misconfigured) as err:  # code it does not run; a bad setting
                 log.error("%s", err)
                 return 2
             if time.monotonic() - last_ok > self.s.reconnect_timeout:
@@ -205,6 +222,8 @@ class GrpcClient:
             except grpc.aio.AioRpcError as err:
                 if err.code() in FATAL:
                     raise Refused(f"{err.code().name}: {err.details()}") from None
+                if self.context is None and err.code() == grpc.StatusCode.UNAVAILABLE:
+                    await self._diagnose()
                 # Before the first connection the server may simply not be up yet.
                 level = logging.WARNING if self.context is not None else logging.INFO
                 log.log(
@@ -226,6 +245,16 @@ class GrpcClient:
                 for task in tasks:
                     task.cancel()
                 call.cancel()
+
+    async def _diagnose(self) -> None:
+        """Before the first connection: raise :class:`Misconfigured` when the failure is
+        one that retrying cannot mend (TLS against plaintext, the wrong certificate)."""
+        s = self.s
+        why = await asyncio.to_thread(
+            preflight.diagnose, s.address, s.insecure, s.tls_ca, s.tls_cert, s.tls_key
+        )
+        if why is not None:
+            raise Misconfigured(why)
 
     def _worker_done(self, task: asyncio.Task, call: Any) -> None:
         """A worker that ends on its own failed for good (e.g. a target not allowed):
@@ -288,46 +317,10 @@ class GrpcClient:
             outbox.put_nowait(pb.ClientFrame(heartbeat=pb.Heartbeat()))
 
     def _warm_up(self) -> None:
-        """Prepare fedlearn's ClientApp before saying Ready: data, model, torch kernels.
-
-        Otherwise a node's first round pays for partitioning and torch's lazy
-        start-up (seconds), which dominates rounds that sample fresh nodes. The
-        app runs one throwaway training step and one evaluation on a copy of the
-        Context; every real message loads the weights it carries, and the torch
-        RNG is restored, so results are unchanged.
-        """
-        module = sys.modules.get("fedlearn.app.client_app")
-        if module is None or self.app is not getattr(module, "app", None) or self.warm:
-            return
-        self.warm = True
-        try:
-            import torch
-            from flwr.app import ConfigRecord
-
-            from fedlearn.app.arrays import to_record
-
-            context = copy.deepcopy(self.context)
-            arrays = to_record(module.job_model(module.client_job(context)).state_dict())
-            config = ConfigRecord({"server-round": 0, "max-steps": 1})
-            with torch.random.fork_rng():
-                for kind in ("train", "evaluate"):
-                    meta = Metadata(
-                        context.run_id,
-                        "warm-up",
-                        1,
-                        context.node_id,
-                        "",
-                        "warm-up",
-                        time.time(),
-                        60.0,
-                        kind,
-                    )
-                    content = RecordDict({"arrays": arrays, "config": config})
-                    self.app(Message(metadata=meta, content=content), context)
-        except NotAllowed:  # the server's run config names code this client does not run
-            raise
-        except Exception as err:  # the first real message will report it to the server
-            log.warning("could not prepare the ClientApp: %s", err)
+        """Prepare fedlearn's ClientApp, once, before saying Ready (:mod:`.warmup`)."""
+        if not self.warm and warmup.is_fedlearn_app(self.app):
+            self.warm = True
+            warmup.warm_up(self.app, self.context)
 
     async def _worker(self, inbox: asyncio.Queue, outbox: asyncio.Queue, chunk: int) -> None:
         await asyncio.to_thread(self._warm_up)

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc import fedlearn_pb2_grpc as pb_grpc
-from fedlearn.runtime.grpc import monitor, security
+from fedlearn.runtime.grpc import monitor, preflight, security
 from fedlearn.runtime.grpc.frames import add_servicer, chunk_frame_bytes, frame_size
 from fedlearn.runtime.grpc.grid import GrpcGrid, Session
 from fedlearn.runtime.grpc.serde import (
@@ -284,7 +284,21 @@ class GrpcServer:
         self._watch: asyncio.Task | None = None
 
     def start(self) -> int:
-        """Start serving; return the bound port."""
+        """Start serving; return the bound port.
+
+        Raises
+        ------
+        ValueError
+            In one line naming the setting, before anything starts, for an address
+            that cannot be served (port out of range or taken, unknown host) or TLS
+            files that cannot work (not PEM, a key that is not the certificate's).
+        """
+        s = self.settings
+        preflight.check_bindable(s.address)
+        if not s.insecure:
+            preflight.check_pair(s.tls.cert, s.tls.key, "runtime.tls.cert", "runtime.tls.key")
+            if s.tls.ca:
+                preflight.check_ca(s.tls.ca, "runtime.tls.ca")
         self.grid.monitor = monitor.serve(self.grid, self.settings.metrics_address)
         GRPC_IN_USE.set()
         self._thread.start()
@@ -302,6 +316,8 @@ class GrpcServer:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # A second server on a running one's port would share its clients: refuse it.
+            ("grpc.so_reuseport", 0),
         ]
         self._server = grpc.aio.server(options=options)
         servicer = FleetServicer(self.grid, s)
@@ -314,14 +330,20 @@ class GrpcServer:
                 " read and alter the model",
                 s.address,
             )
-            port = self._server.add_insecure_port(s.address)
-        else:
+        creds = None
+        if not s.insecure:
             creds = security.server_credentials(
                 s.tls.cert, s.tls.key, s.tls.ca, s.require_client_cert
             )
-            port = self._server.add_secure_port(s.address, creds)
+        try:
+            if creds is None:
+                port = self._server.add_insecure_port(s.address)
+            else:
+                port = self._server.add_secure_port(s.address, creds)
+        except RuntimeError:  # gRPC's "Failed to bind": taken since the check above
+            port = 0
         if port == 0:
-            raise ValueError(f"runtime.address={s.address}: cannot bind (in use?)")
+            raise ValueError(f"runtime.address={s.address}: cannot listen there (port in use?)")
         await self._server.start()
         return port
 

@@ -113,8 +113,9 @@ class DeploySettings:
 
     def validate(self, prefix: str = "runtime") -> None:
         """Raise a one-line ValueError for an unusable setting."""
-        if ":" not in self.address:
-            raise ValueError(f"{prefix}.address={self.address!r}: expected host:port")
+        from fedlearn.runtime.grpc.preflight import split_address
+
+        split_address(self.address, f"{prefix}.address", allow_zero=True)
         metrics = self.metrics_address
         if metrics is not None and not str(metrics).rpartition(":")[2].isdigit():
             raise ValueError(f"{prefix}.metrics_address={metrics!r}: expected host:port or null")
