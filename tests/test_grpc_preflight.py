@@ -106,19 +106,6 @@ def test_client_settings_that_cannot_work_are_one_line_errors(pki) -> None:
         assert words in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
-def test_a_plaintext_client_of_a_tls_server_is_told_so(pki, caplog) -> None:
-    ours, _, _ = pki
-    tls = TlsSettings(cert=str(ours.server_cert), key=str(ours.server_key))
-    grid, server, port = start_server(tls=tls, auth_tokens=str(ours.tokens), insecure=False)
-    try:
-        client = ThreadClient(port, "alice", token_file=str(ours.client_tokens["alice"]))
-        assert client.join(30) == 2  # at once, not after --reconnect-timeout
-        (line,) = [r.getMessage() for r in caplog.records if "speaks TLS" in r.getMessage()]
-        assert line.startswith(f"--server 127.0.0.1:{port} speaks TLS")
-    finally:
-        server.stop()
-
-
 def test_a_certificate_for_another_address_or_ca_is_named(pki, caplog) -> None:
     """The server's certificate names localhost and 127.0.0.1; it listens on 127.0.0.2."""
     ours, theirs, _ = pki

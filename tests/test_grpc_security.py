@@ -96,15 +96,15 @@ def test_mutual_tls_identifies_clients_by_certificate(tmp_path):
         server.stop()
 
 
-def test_plaintext_client_cannot_reach_a_tls_server(tmp_path):
+def test_plaintext_client_cannot_reach_a_tls_server_and_is_told_so(tmp_path, caplog):
     pki = make_pki(tmp_path, ["dave"])
     tls = TlsSettings(cert=str(pki.server_cert), key=str(pki.server_key))
     grid, server, port = start_server(tls=tls, auth_tokens=str(pki.tokens), insecure=False)
     try:
-        client = ThreadClient(
-            port, "dave", token_file=str(pki.client_tokens["dave"]), reconnect_timeout=1.0
-        )
-        assert client.join() == 1 and grid.get_node_ids() == []
+        client = ThreadClient(port, "dave", token_file=str(pki.client_tokens["dave"]))
+        assert client.join(30) == 2 and grid.get_node_ids() == []  # at once, not retried
+        (line,) = [r.getMessage() for r in caplog.records if "speaks TLS" in r.getMessage()]
+        assert line.startswith(f"--server 127.0.0.1:{port} speaks TLS and this client does not")
     finally:
         server.stop()
 
