@@ -197,7 +197,7 @@ def _held_stream(port: int, name: str, beating: threading.Event, out: list) -> t
 
 
 def test_a_node_whose_old_stream_is_dead_takes_its_place_again():
-    grid, server, port = start_server(heartbeat_interval=0.5, heartbeat_timeout=20.0)
+    grid, server, port = start_server(heartbeat_interval=0.5, heartbeat_timeout=3.0)
     try:
         beating, first, second = threading.Event(), [], []
         beating.set()

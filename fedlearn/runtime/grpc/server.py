@@ -154,9 +154,10 @@ class FleetServicer(pb_grpc.FleetServicer):
                 )
 
     def _stale_after(self) -> float:
-        """Seconds of silence after which a node's stream no longer holds its place: a
-        live client sends a heartbeat every ``heartbeat_interval``."""
-        return min(3 * self.s.heartbeat_interval, self.s.heartbeat_timeout)
+        """Seconds of silence after which a node's stream no longer holds its place: the
+        heartbeat timeout, after which the server drops such a stream anyway (a client
+        busy training may miss a few heartbeats; it must not lose its place for that)."""
+        return self.s.heartbeat_timeout
 
     def _welcome(self, session: Session) -> pb.Welcome:
         return pb.Welcome(
