@@ -33,7 +33,8 @@ from tests.test_grpc_helpers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+# Several whole runs with client processes each: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SMALL = [
     "dataset.max_samples=300",
