@@ -30,13 +30,13 @@ def _train_once(ctx: Context, rnd: int, commit: ConfigRecord | None = None) -> n
     if commit is not None:
         content[cs.COMMIT_KEY] = commit
     settings = training.TrainSettings(lr=0.1, batch_size=1)
-    side = cs.setup(content, ctx, model, settings, torch.device("cpu"))
-    x, y = torch.tensor([[1.0, -1.0]]), torch.tensor([0])
     cpu = torch.device("cpu")
+    side = cs.setup(content, ctx, dict(model.named_parameters()), settings, cpu)
+    x, y = torch.tensor([[1.0, -1.0]]), torch.tensor([0])
     metrics = training.train(
-        model, x, y, settings, cpu, torch.Generator(), side.loss_hooks, side.grad_hooks
+        model, x, y, settings, cpu, torch.Generator(), side.loss_terms, side.grad_terms
     )
-    side.finish(model, metrics)
+    side.finish(dict(model.named_parameters()), metrics)
     return model.weight.detach().numpy().copy()
 
 
