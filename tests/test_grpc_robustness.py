@@ -302,7 +302,7 @@ def test_the_default_message_limit_follows_the_model_sent():
         assert grid.largest_sent < 1000 and limit == 2 * grid.largest_sent + (1 << 20)
         peer.send(_chunk(1, b"x" * 100, total=limit + 1))
         wait_for(lambda: peer.error != "open", 20, "the stream to be refused")
-        assert peer.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert peer.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert f"exceeds max_message_bytes={limit}" in peer.error.details()
     finally:
         peer.close()
