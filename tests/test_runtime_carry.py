@@ -25,7 +25,8 @@ def _app() -> ClientApp:
         assert not any(k.startswith(PREFIX) or k == MARK for k in msg.content)
         n = int(context.state["count"]["n"]) + 1 if "count" in context.state else 1
         context.state["count"] = MetricRecord({"n": n})
-        return Message(RecordDict({"metrics": MetricRecord({"n": n})}), reply_to=msg)
+        reply = {"arrays": ArrayRecord(), "metrics": MetricRecord({"n": n})}  # fits the model sent
+        return Message(RecordDict(reply), reply_to=msg)
 
     return app
 
