@@ -22,6 +22,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from fedlearn.checks import ConfigError, check_choices
+from fedlearn.flower_app import hydra_overrides
 from fedlearn.records import RunFailed
 
 
@@ -82,7 +83,9 @@ def _interrupt(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal h
 def interrupted(stop: KeyboardInterrupt) -> None:
     """Ctrl-C or SIGTERM: one line saying where the run is kept; exit 130."""
     run_dir = getattr(stop, "run_dir", None)
-    where = f"; every finished round is in {run_dir}: continue with resume={run_dir}"
+    where = f"; every finished round is in {run_dir}"
+    if getattr(stop, "resumable", True):
+        where += f": continue with resume={run_dir}"
     print(f"fedlearn: interrupted{where if run_dir else ''}", file=sys.stderr)
     sys.exit(130)
 
@@ -102,6 +105,7 @@ def guarded(main: Callable[[], object], hydra_args: bool = False) -> Callable[[]
         if main_thread:  # a scheduler's stop, like Ctrl-C (only the main thread may set it)
             previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
+            sys.argv[1:] = hydra_overrides(sys.argv[1:])  # app=<folder>, app.config.KEY=...
             check_choices(sys.argv[1:])
             if hydra_args:
                 import fedlearn.experiment  # noqa: F401 - torch, Flower: imported once, here

@@ -2,16 +2,19 @@
 
 ``run(cfg, run_dir)`` is what ``fedlearn-simulate`` calls under ``@hydra.main``;
 ``simulate(overrides)`` composes the same config from Python (notebooks, tests).
-The runtime is whatever ``conf/runtime/<name>.yaml`` builds
-(:class:`fedlearn.runtime.base.Runtime`); :func:`run` is the one place where a
-run starts, where each metrics line is emitted (``job.setup.on_round``) and
-where it ends.
+The app is fedlearn's own (strategy, model, dataset, ... settings) or any Flower
+app (``app=<folder>``, :mod:`fedlearn.flower_app`); the runtime is whatever
+``conf/runtime/<name>.yaml`` builds (:class:`fedlearn.runtime.base.Runtime`).
+Both kinds of app run through :func:`run` the same way: one place where a run
+starts, where each metrics line is emitted (``job.setup.on_round``) and where it
+ends.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,9 +29,10 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fedlearn import checks, console, records, targets
+from fedlearn import checks, console, flower_app, records, targets
 from fedlearn.app import client_app as client_module
 from fedlearn.app.arrays import to_record
+from fedlearn.app.recorder import AppRecord, finish, recorded
 from fedlearn.app.run_config import client_run_config
 from fedlearn.app.server_app import ServerSetup, make_server_app
 from fedlearn.data import load_dataset
@@ -41,7 +45,7 @@ log = logging.getLogger("fedlearn")
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """Compose ``fedlearn/conf/config.yaml`` with Hydra overrides (no run folder made)."""
-    overrides = list(overrides or [])
+    overrides = flower_app.hydra_overrides(list(overrides or []))
     checks.check_choices(overrides)
     with initialize_config_module("fedlearn.conf", version_base="1.3"):
         return compose("config", overrides=overrides)
@@ -72,6 +76,11 @@ def _resume_config(resume: str, overrides: list[str]) -> dict[str, Any]:
             raise checks.ConfigError(f"resume: {key} of an existing run cannot change; drop {item}")
         if key != "resume" and not key.startswith("hydra"):
             dotlist.append(item.lstrip("+"))
+    if flower_app.selected(OmegaConf.load(saved_path).get("app")):
+        raise checks.ConfigError(
+            f"resume={resume}: a Flower app's ServerApp runs its own rounds and keeps no"
+            " checkpoints; start a new run"
+        )
 
     merged = OmegaConf.merge(OmegaConf.load(saved_path), OmegaConf.from_dotlist(dotlist))
     plain = _plain(merged)
@@ -171,9 +180,10 @@ def long_lived_objects() -> Iterator[None]:
 class Interrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM; its folder holds every finished round."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, resumable: bool = True) -> None:
         super().__init__(str(run_dir))
         self.run_dir = run_dir
+        self.resumable = resumable
 
 
 @dataclass
@@ -181,7 +191,7 @@ class Job:
     """What one run executes: a ServerApp and a ClientApp over ``nodes``.
 
     ``setup`` is where the run's metrics lines go (``on_round``) and its summary is
-    kept (``result``).
+    kept (``result``): fedlearn's :class:`ServerSetup`, or a Flower app's :class:`AppRecord`.
     """
 
     server_app: ServerApp
@@ -189,7 +199,7 @@ class Job:
     client_ref: str
     nodes: list[dict[str, Any]]
     run_config: dict[str, Any]
-    setup: ServerSetup
+    setup: ServerSetup | AppRecord
     num_rounds: int | None
 
 
@@ -231,6 +241,27 @@ def keeps_client_state(setup: ServerSetup) -> bool:
     return bool(getattr(inner, "keeps_client_state", False))
 
 
+def _app_job(cfg: dict[str, Any], run_dir: Path, overrides: list[str]) -> Job:
+    """A Flower app: its components, its run config, one node per client."""
+    app = flower_app.load(cfg["app"])
+    given = any(o.lstrip("+~").startswith("num_clients=") for o in overrides)
+    n = int(cfg["num_clients"]) if given or app.num_nodes is None else app.num_nodes
+    rounds = app.run_config.get("num-server-rounds")  # Flower's templates' name for it
+    rounds = rounds if isinstance(rounds, int) else None
+    record = AppRecord(run_dir, app.name, app.run_config, rounds)
+    records.truncate_metrics(run_dir, -1)
+    nodes = [{"partition-id": i, "num-partitions": n} for i in range(n)]
+    return Job(
+        recorded(app.server, record),
+        app.client,
+        app.client_ref,
+        nodes,
+        app.run_config,
+        record,
+        record.num_rounds,
+    )
+
+
 def run(
     cfg: DictConfig | dict[str, Any], run_dir: Path, overrides: list[str] | None = None
 ) -> dict[str, Any]:
@@ -249,14 +280,17 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     targets.allow_config(plain)  # the user's own config: its clients build what it names
     runtime = build_runtime(plain)
-    job = _own_job(plain, run_dir, runtime)
+    is_app = flower_app.selected(plain.get("app"))
+    job = _app_job(plain, run_dir, overrides) if is_app else _own_job(plain, run_dir, runtime)
     tracking = track(plain, run_dir, overrides)  # the config's loggers (none: a no-op)
     if not plain.get("resume"):
-        (run_dir / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
+        saved = {**plain, "num_clients": len(job.nodes)} if is_app else plain
+        (run_dir / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(saved)))
     done = len([m for m in records.read_metrics(run_dir) if m.get("round", 0) > 0])
     show = bool(plain.get("progress", True))
     progress = console.round_progress(job.num_rounds, done + 1, show)
-    with long_lived_objects(), records.run_log(run_dir):
+    t0 = time.perf_counter()
+    with long_lived_objects(), records.run_log(run_dir, is_app):
         try:
             with progress as cb, tracking as tracker:
                 job.setup.on_round = tracker.chain(cb)  # every metrics line of the run passes here
@@ -269,7 +303,9 @@ def run(
                     client_ref=job.client_ref,
                 )
         except KeyboardInterrupt:
-            raise Interrupted(run_dir) from None
+            if isinstance(job.setup, AppRecord):  # e.g. Ray's ServerApp thread still running
+                finish(job.setup, "interrupted", "interrupted", time.perf_counter() - t0)
+            raise Interrupted(run_dir, resumable=not is_app) from None
         except Exception as exc:
             if job.setup.result.get("status") != "failed":
                 raise  # the runtime's own error (e.g. too few gRPC clients), not the app's
@@ -278,6 +314,7 @@ def run(
         finally:
             runtime.close()
     if show:
-        title = f"{job.setup.result['strategy']} - {job.setup.result['status']} - {run_dir}"
+        label = job.setup.result.get("strategy") or job.setup.result.get("app")
+        title = f"{label} - {job.setup.result['status']} - {run_dir}"
         console.console.print(console.results_table(records.read_metrics(run_dir), title))
     return job.setup.result

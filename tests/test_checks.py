@@ -130,7 +130,8 @@ def test_cuda_without_cuda_is_refused_where_it_would_run(tmp_path) -> None:
     [
         (
             ["foo=1"],
-            r"foo: the config has no setting 'foo'; its settings: client, .*\(\+foo=\.\.\. adds",
+            r"foo: the config has no setting 'foo'; its settings: app, client, .*"
+            r"\(\+foo=\.\.\. adds",
         ),
         (
             ["runtime=ray", "runtime.workers=2"],
