@@ -235,3 +235,12 @@ def test_start_scripts_run_the_command_from_wherever_the_kit_is(out, tmp_path):
         "--node-config", "node-index=0",
         "--device", "cpu",
     ]  # fmt: skip
+
+
+def test_add_after_a_hand_edit_without_a_final_newline(out):
+    from fedlearn.runtime.grpc import security
+
+    tokens = out / "server" / kits.TOKENS
+    tokens.write_text(tokens.read_text().rstrip("\n"))
+    provision("--out", out, "--add", "--clients", "carol")
+    assert set(security.load_tokens(tokens).values()) == {"alice", "bob", "carol"}

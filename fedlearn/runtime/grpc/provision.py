@@ -176,8 +176,11 @@ def add(out: Path, names: list[str], days: int | None) -> Plan:
     plan.days = days or plan.days
     plan.clients += names
     tokens = out / "server" / kits.TOKENS
+    before = tokens.read_text()
     lines = [f"{name} {_write_client(out, plan, ca, name)}\n" for name in names]
-    write_private(tokens, tokens.read_bytes() + "".join(lines).encode(), replace=True)
+    if before and not before.endswith("\n"):  # edited by hand
+        before += "\n"
+    write_private(tokens, (before + "".join(lines)).encode(), replace=True)
     _write_server_texts(out, plan)
     return plan
 
