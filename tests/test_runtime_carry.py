@@ -86,3 +86,14 @@ def test_an_error_reply_keeps_the_previous_state() -> None:
         (reply,) = grid.send_and_receive([Message(content, grid.get_node_ids()[0], "train")])
     assert reply.has_error()
     assert grid.client_states()["partition-0"]["x"]["v"] == 1.0
+
+
+def test_node_ids_are_listed_in_partition_order_whatever_the_ids() -> None:
+    # Flower's engine draws random node ids; strategies sample from this list.
+    grid, inner = _grid(first_id=10)
+    shuffled = {5: inner.contexts[11], 13: inner.contexts[12], 20: inner.contexts[10]}
+    for node, ctx in shuffled.items():
+        ctx.node_id = node
+    inner.contexts = shuffled
+    assert list(inner.get_node_ids()) == [5, 13, 20]  # partitions 1, 2, 0
+    assert grid.get_node_ids() == [20, 5, 13]

@@ -73,6 +73,12 @@ def carry_state(msg: Message, context: Context, call_next):  # noqa: ANN001, ANN
         context.state = RecordDict()  # the engine's copy of the Context stays light
 
 
+def _key_order(key: str) -> tuple[int, int, str]:
+    """Sort key of a state key: partitions by number, then nodes without one."""
+    pid = key.removeprefix("partition-")
+    return (0, int(pid), "") if pid.isdigit() else (1, 0, key)
+
+
 class StateCarryingGrid(DelegatingGrid):
     """A Grid wrapper that keeps every node's state and carries it in the messages.
 
@@ -95,6 +101,15 @@ class StateCarryingGrid(DelegatingGrid):
         self.states = dict(states)
 
     # -- Grid -------------------------------------------------------------------
+    def get_node_ids(self) -> list[int]:
+        """Node ids in partition order: the engine's are random, and strategies sample
+        from this list, so it must not depend on them (reproducible runs)."""
+        ids = list(self.inner.get_node_ids())
+        unknown = [i for i in ids if i not in self.keys]
+        if unknown:
+            self._discover(sorted(unknown))
+        return sorted(ids, key=lambda i: _key_order(self.keys.get(i, f"node-{i}")))
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self.inner.push_messages(self._with_states(list(messages)))
 

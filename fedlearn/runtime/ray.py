@@ -30,6 +30,7 @@ from fedlearn.runtime.base import (
     run_config_mod,
 )
 from fedlearn.runtime.carry import StateCarryingGrid, carry_state
+from fedlearn.runtime.ray_nodes import recording_nodes, tag_ray_node
 
 log = logging.getLogger("fedlearn")
 
@@ -134,10 +135,11 @@ class RayRuntime(Runtime):
         _quiet()
         from flwr.simulation import run_simulation
 
-        client = ModdedClientApp(client_app, [run_config_mod(run_config), carry_state])
+        mods = [run_config_mod(run_config), carry_state, tag_ray_node]  # (ray_nodes.py)
+        client = ModdedClientApp(client_app, mods)
         try:
             run_simulation(
-                server_app=carrying_state(server_app, run_config),
+                server_app=recording_nodes(carrying_state(server_app, run_config), run_dir),
                 client_app=client,
                 num_supernodes=len(nodes),
                 backend_name="ray",
