@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,22 +96,35 @@ class Host:
             timeout=timeout,
         )
 
-    def kill_all(self) -> None:
-        """SIGKILL every process in the namespace (ours and their children)."""
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        pids = _ip("netns", "pids", self.netns, check=False).stdout.split()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+    def pids(self) -> list[int]:
+        """Every process in the namespace (whoever started it)."""
+        out = _ip("netns", "pids", self.netns, check=False).stdout.split()
+        return [int(pid) for pid in out if pid.isdigit()]
+
+    def stop_all(self, grace: float = 0.0) -> None:
+        """End every process in the namespace: SIGTERM and up to ``grace`` seconds to
+        exit, then SIGKILL."""
+        if grace > 0:
+            self._signal(signal.SIGTERM)
+            end = time.monotonic() + grace
+            while self.pids() and time.monotonic() < end:
+                time.sleep(0.2)  # teardown only
+        self._signal(signal.SIGKILL)
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
 
+    def _signal(self, sig: int) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
 
 def _remove(netns: str) -> None:
-    Host(netns, "").kill_all()
+    Host(netns, "").stop_all()
     _ip("netns", "del", netns, check=False)
     shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
 
