@@ -142,7 +142,7 @@ class VectorizedClients:
             if group_size is None:
                 settings = clients[members[0]].settings
                 batch = settings.batch_size if settings else EVAL_BATCH
-                x = first.train_x[:1].expand(batch, *first.train_x.shape[1:]).to(first.device)
+                x = first.train_x.new_zeros((batch, *first.train_x.shape[1:])).to(first.device)
                 size = policy.group_size(job_model(first), x, first.device)
             else:
                 size = group_size
