@@ -85,11 +85,13 @@ def test_vectorized_equals_one_at_a_time(strategy, tmp_path, counted):
 
 
 @pytest.mark.slow
-def test_same_seed_same_metrics_whatever_group_size_or_workers(tmp_path):
+def test_same_seed_same_metrics_whatever_group_size_or_workers(tmp_path, counted):
     args = [*RUN, "strategy=fedprox", "runtime.vectorize=true"]
     simulate(args, run_dir=tmp_path / "a")
     simulate(args, run_dir=tmp_path / "b")
+    counted.clear()
     simulate([*args, "runtime.group_size=2"], run_dir=tmp_path / "pairs")
+    assert counted and max(counted) == 2  # six clients a round, never more than two at once
     simulate([*args, "runtime.workers=2", "runtime.group_size=3"], run_dir=tmp_path / "workers")
     first = metrics_without_timings(tmp_path / "a")
     for other in ("b", "pairs", "workers"):
