@@ -22,8 +22,12 @@ def test_ray_runs_two_rounds_like_inprocess(tmp_path, caplog) -> None:
     simulate([*TINY, "runtime.vectorize=false"], run_dir=tmp_path / "inproc")  # bit for bit
     ray_lines = metrics_without_timings(tmp_path / "ray")
     local_lines = metrics_without_timings(tmp_path / "inproc")
-    central = [[(m["validation"], m["test"]) for m in lines] for lines in (ray_lines, local_lines)]
-    assert central[0] == central[1]  # Ray's clients trained on the same carved data
+    # Ray's clients trained on the same carved data: the same models each round (losses
+    # to float32 rounding: Ray's client processes may sum in another order).
+    for ray_line, local_line in zip(ray_lines, local_lines, strict=True):
+        for key in ("validation", "test"):
+            assert ray_line[key]["accuracy"] == local_line[key]["accuracy"]
+            assert ray_line[key]["loss"] == pytest.approx(local_line[key]["loss"], rel=1e-5)
 
 
 def test_ray_resources_are_checked() -> None:
