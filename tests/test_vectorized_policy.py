@@ -32,9 +32,12 @@ def _refusal(model: nn.Module, spec: DataSpec = TEXT, forced: bool = False) -> s
     return policy.refusal(model, CPU, forced, _sample(model, spec))
 
 
-def test_auto_vectorizes_the_cnn_up_to_28x28():
+def test_auto_vectorizes_the_cnn_up_to_16x16():
     assert _refusal(_model("cnn", _image(8)), _image(8)) is None
-    assert _refusal(_model("cnn", _image(28)), _image(28)) is None
+    assert _refusal(_model("cnn", _image(16)), _image(16)) is None
+    slower = "model=CNN trains faster one client at a time on cpu"
+    assert _refusal(_model("cnn", _image(28)), _image(28)) == slower
+    assert _refusal(_model("cnn", _image(28)), _image(28), forced=True) is None
     color = DataSpec(input_shape=(3, 32, 32), num_classes=10, kind="image")
     reason = _refusal(_model("cnn", color), color)
     assert reason == "model=CNN trains faster one client at a time on cpu"
