@@ -18,10 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc.client import ClientSettings, GrpcClient
 from fedlearn.runtime.grpc.grid import GrpcGrid
 from fedlearn.runtime.grpc.server import GrpcServer
@@ -214,3 +216,13 @@ def spawn_partition_clients(
         spawn_client(port, f"{prefix}{k}", *partition(k, partitions), log=logs / f"{prefix}{k}.log")
         for k in range(count)
     ]
+
+
+def raw_connect(channel: grpc.Channel):  # noqa: ANN201 - grpc's multi-callable
+    """The server's Connect stream on ``channel``, taking frames already serialized
+    (a test's hand-made, possibly malformed, bytes) and giving ServerFrames."""
+    return channel.stream_stream(
+        "/fedlearn.grpc.v1.Fleet/Connect",
+        request_serializer=lambda b: b,
+        response_deserializer=pb.ServerFrame.FromString,
+    )

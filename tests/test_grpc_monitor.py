@@ -18,7 +18,13 @@ from fedlearn.runtime.grpc import fedlearn_pb2 as pb
 from fedlearn.runtime.grpc.certs import make_pki
 from fedlearn.runtime.grpc.settings import PROTOCOL_VERSION
 from tests import test_grpc_helpers as helpers
-from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server, wait_for
+from tests.test_grpc_helpers import (
+    ThreadClient,
+    raw_connect,
+    run_fedavg,
+    start_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,11 +61,7 @@ def _refused(port: int, token: str | None, frames: list[bytes]) -> grpc.StatusCo
     """Open a stream by hand, send ``frames``; the status the server ends it with."""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        connect = channel.stream_stream(
-            "/fedlearn.grpc.v1.Fleet/Connect",
-            request_serializer=lambda b: b,
-            response_deserializer=pb.ServerFrame.FromString,
-        )
+        connect = raw_connect(channel)
         try:
             for _ in connect(iter(frames), metadata=metadata, timeout=10):
                 pass

@@ -17,7 +17,13 @@ from fedlearn.runtime.grpc import security
 from fedlearn.runtime.grpc.frames import chunk_frame_bytes
 from fedlearn.runtime.grpc.serde import message_parts
 from fedlearn.runtime.grpc.settings import PROTOCOL_VERSION
-from tests.test_grpc_helpers import ThreadClient, run_fedavg, start_server, wait_for
+from tests.test_grpc_helpers import (
+    ThreadClient,
+    raw_connect,
+    run_fedavg,
+    start_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -50,11 +56,7 @@ def _attack(port: int, frames: list[bytes], hold: float = 0.0) -> tuple[list[str
         time.sleep(hold)  # keep the stream open to see how the server answers
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        connect = channel.stream_stream(
-            "/fedlearn.grpc.v1.Fleet/Connect",
-            request_serializer=lambda b: b,
-            response_deserializer=pb.ServerFrame.FromString,
-        )
+        connect = raw_connect(channel)
         kinds: list[str] = []
         try:
             for frame in connect(requests(), timeout=10):
@@ -248,11 +250,7 @@ class _Peer:
 
     def _run(self, port: int) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            connect = channel.stream_stream(
-                "/fedlearn.grpc.v1.Fleet/Connect",
-                request_serializer=lambda b: b,
-                response_deserializer=pb.ServerFrame.FromString,
-            )
+            connect = raw_connect(channel)
             try:
                 for frame in connect(self._frames(), timeout=60):
                     self.chunks += frame.WhichOneof("kind") == "chunk"

@@ -7,12 +7,15 @@
 # up to CAP train windows, 10 a round; clients train as in Reddi et al. 2021 (SGD, no
 # momentum, batch 4, one epoch, at most STEPS steps).
 #   CLIENTS=100 ROUNDS=100 SEEDS=0,1,2 TRIALS=8 CAP=2000 STEPS=100 JOBS=2 ./tuned.sh
+# REFS: the seeds the references run on (default: all). The committed pilot
+# (results_pilot/, README.md) is
+#   OUT=results_pilot ROUNDS=20 SEEDS=0,1,2 TRIALS=4 STEPS=10 EVAL=2000 REFS=1 ./tuned.sh
 # SMOKE=1 ./tuned.sh checks the whole pipeline at toy size in a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")"
 CLIENTS=${CLIENTS:-100} ROUNDS=${ROUNDS:-100} SEEDS=${SEEDS:-0,1,2} TRIALS=${TRIALS:-8}
 CAP=${CAP:-2000} STEPS=${STEPS:-100} HIDDEN=${HIDDEN:-128} JOBS=${JOBS:-2}
-TUNE_ROUNDS=${TUNE_ROUNDS:-$ROUNDS} EVAL=${EVAL:-4000}
+TUNE_ROUNDS=${TUNE_ROUNDS:-$ROUNDS} EVAL=${EVAL:-4000} REFS=${REFS:-}
 if [[ "${SMOKE:-0}" == 1 ]]; then
   CLIENTS=20 ROUNDS=2 SEEDS=0,1 TRIALS=2 CAP=200 STEPS=5 HIDDEN=32 TUNE_ROUNDS=2
   OUT=${OUT:-smoke} EVAL=500
@@ -26,4 +29,4 @@ fedlearn-compare strategy=fedavg,fedavgm,fedadam,fedyogi,fedadagrad \
   client.momentum=0.0 client.batch_size=4 client.local_epochs=1 client.max_steps="$STEPS" \
   server.central_eval_samples="$EVAL" runtime.workers=1 server.checkpoint_every=10 \
   compare.tune="$TRIALS" compare.tune_rounds="$TUNE_ROUNDS" compare.jobs="$JOBS" \
-  compare.target=0.3 hydra.sweep.dir="$OUT"
+  compare.target=0.3 ${REFS:+compare.reference_seeds=$REFS} hydra.sweep.dir="$OUT"
