@@ -7,9 +7,7 @@
 # up to CAP train windows, 10 a round; clients train as in Reddi et al. 2021 (SGD, no
 # momentum, batch 4, one epoch, at most STEPS steps).
 #   CLIENTS=100 ROUNDS=100 SEEDS=0,1,2 TRIALS=8 CAP=2000 STEPS=100 JOBS=2 ./tuned.sh
-# REFS: the seeds the references run on (default: all). The committed pilot
-# (results_pilot/, README.md) is
-#   OUT=results_pilot ROUNDS=20 SEEDS=0,1,2 TRIALS=4 STEPS=10 EVAL=2000 REFS=1 ./tuned.sh
+# REFS: the seeds the references run on (default: all).
 # SMOKE=1 ./tuned.sh checks the whole pipeline at toy size in a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")"
