@@ -1,0 +1,60 @@
+"""The literature claims of study 1, tested on a finished sweep's run folders.
+
+Each strategy against FedAvg in the same block, paired by seed (final test
+accuracy; fedlearn.compare.stats.paired: mean difference, 95% t interval, paired
+t-test), Holm-corrected over the comparisons of a block; and FedAvgM's gain over
+FedAvg at each skew (Hsu et al. 2019: it should grow with the skew).
+
+    python simulations/fmnist_label_skew/claims.py simulations/fmnist_label_skew/results_pilot
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fedlearn import records
+from fedlearn.compare.stats import holm, paired
+
+BASE = "fedavg"
+
+
+def final_accuracy(run: Path) -> float:
+    return float(records.read_metrics(run)[-1]["test"]["accuracy"])
+
+
+def block_table(runs: Path, base_runs: Path) -> list[str]:
+    """One markdown row per strategy of a block folder ``runs/<block>``, against FedAvg
+    from ``base_runs/<block>`` (the same block of the sweep that has FedAvg)."""
+    base = {d.name: final_accuracy(d) for d in sorted((base_runs / BASE).glob("seed=*"))}
+    rows, tests = [], []
+    for folder in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != BASE):
+        acc = {d.name: final_accuracy(d) for d in sorted(folder.glob("seed=*"))}
+        seeds = sorted(set(acc) & set(base))
+        tests.append((folder.name, paired([acc[s] for s in seeds], [base[s] for s in seeds])))
+    corrected = holm([t.p_t if t else None for _, t in tests])
+    for (name, t), p in zip(tests, corrected, strict=True):
+        if t is None:
+            continue
+        rows.append(
+            f"| {runs.name} | {runs.parent.parent.name} | {name} | {t.diff:+.3f} "
+            f"[{t.ci_low:+.3f}, {t.ci_high:+.3f}] | {t.p_t:.3f} | {p:.3f} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", type=Path, help="folder holding momentum/ and plain_sgd/")
+    root = parser.parse_args().sweeps
+    print("| block | clients | strategy | vs FedAvg [95% CI] | paired t p | Holm p |")
+    print("|---|---|---|---|---|---|")
+    base_root = root / "momentum" / "runs"
+    for sweep in ("momentum", "plain_sgd"):
+        for block in sorted((root / sweep / "runs").iterdir()):
+            for row in block_table(block, base_root / block.name):
+                print(row)
+
+
+if __name__ == "__main__":
+    main()
