@@ -224,7 +224,7 @@ def test_the_same_app_gives_the_same_arrays_on_every_runtime(tmp_path) -> None:
 def test_a_tracked_app_run_logs_every_round_and_its_status(tmp_path) -> None:
     from tbparse import SummaryReader
 
-    from fedlearn.loggers.base import flatten_metrics
+    from tests.loggers.conftest import check_rounds
 
     out = f"+app.config.out={tmp_path}/w.npy"
     simulate([*PAIR, f"app.server={__name__}:good_server", out, "logger=tensorboard"], tmp_path)
@@ -234,8 +234,7 @@ def test_a_tracked_app_run_logs_every_round_and_its_status(tmp_path) -> None:
         got.setdefault(int(row.step), {})[row.tag] = float(row.value)
     lines = records.read_metrics(tmp_path)
     assert sorted(got) == [1, 2] == [m["round"] for m in lines]
-    for line in lines:  # what the Grid saw and the replies' metrics, as metrics.jsonl has them
-        want = flatten_metrics(line)
-        assert set(got[line["round"]]) == set(want)
+    check_rounds(got, lines, rel=1e-6)  # what the Grid saw and the replies' metrics (float32)
+    for line in lines:
         assert got[line["round"]]["train/seen"] == 7.0 and got[line["round"]]["failed"] == 1
     assert list(reader.text["value"]) == ["completed"]
