@@ -1,9 +1,10 @@
 """The literature claims of study 1, tested on a finished sweep's run folders.
 
-Each strategy against FedAvg in the same block, paired by seed (final test
-accuracy; fedlearn.compare.stats.paired: mean difference, 95% t interval, paired
-t-test), Holm-corrected over the comparisons of a block; and FedAvgM's gain over
-FedAvg at each skew (Hsu et al. 2019: it should grow with the skew).
+Each strategy against FedAvg in the same block, paired by seed on the final test
+accuracy as the report pairs runs (fedlearn.compare.analysis.compare_paired: mean
+difference, 95% t interval, paired t-test), Holm-corrected over the comparisons of
+a block. FedAvgM's rows at the two skews test Hsu et al. 2019 (its gain should
+grow with the skew).
 
     python simulations/fmnist_label_skew/claims.py simulations/fmnist_label_skew/results_pilot
 """
@@ -13,25 +14,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedlearn import records
-from fedlearn.compare.stats import holm, paired
+from fedlearn.compare.analysis import Group, compare_paired, make_group
+from fedlearn.compare.runs import read_run
+from fedlearn.compare.stats import holm
 
 BASE = "fedavg"
 
 
-def final_accuracy(run: Path) -> float:
-    return float(records.read_metrics(run)[-1]["test"]["accuracy"])
+def seeds_of(folder: Path) -> Group:
+    """A strategy's runs of a block (``<strategy>/seed=<s>``), as the report groups them."""
+    runs = [read_run(d) for d in sorted(folder.glob("seed=*"))]
+    return make_group(folder.name, folder.parent.name, runs, None)
 
 
 def block_table(runs: Path, base_runs: Path) -> list[str]:
     """One markdown row per strategy of a block folder ``runs/<block>``, against FedAvg
     from ``base_runs/<block>`` (the same block of the sweep that has FedAvg)."""
-    base = {d.name: final_accuracy(d) for d in sorted((base_runs / BASE).glob("seed=*"))}
+    base = seeds_of(base_runs / BASE)
     rows, tests = [], []
     for folder in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != BASE):
-        acc = {d.name: final_accuracy(d) for d in sorted(folder.glob("seed=*"))}
-        seeds = sorted(set(acc) & set(base))
-        tests.append((folder.name, paired([acc[s] for s in seeds], [base[s] for s in seeds])))
+        tests.append((folder.name, compare_paired(seeds_of(folder), base)))
     corrected = holm([t.p_t if t else None for _, t in tests])
     for (name, t), p in zip(tests, corrected, strict=True):
         if t is None:
