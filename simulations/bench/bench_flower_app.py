@@ -2,8 +2,11 @@
 
 The app is ``tests/flower_app`` (the shape of Flower's quickstart-pytorch: its
 own CNN, train/test loops, FedAvg through ``strategy.start``, flwr-datasets'
-IID partitioner), on Fashion-MNIST from ``/usr/share/datasets/fashion-mnist``
-(no download). Ten nodes, three rounds, the app's defaults otherwise. Whole
+IID partitioner), with data that needs no download. Ten nodes, three rounds.
+Two workloads: the app's defaults (scikit-learn's digits, 1,797 8x8 images: the
+runtimes' own cost dominates), and ``--dataset fashion-mnist --max-samples 10000``
+(28x28 images from ``/usr/share/datasets/fashion-mnist``: the app's own imports,
+data loading and training are most of fedlearn's time). Whole
 process wall time (start-up, imports, data, rounds, exit), median of N runs:
 
 - ``flwr run``: Flower's CLI against a local SuperLink in simulation mode (Ray),
@@ -14,7 +17,8 @@ process wall time (start-up, imports, data, rounds, exit), median of N runs:
   components, given the app's run config (that API passes none).
 - ``fedlearn-simulate app=...``: fedlearn's in-process runtime (one worker per core).
 
-    python simulations/bench/bench_flower_app.py [--repeats 3] [--max-samples 10000]
+    python simulations/bench/bench_flower_app.py [--repeats 3]
+    python simulations/bench/bench_flower_app.py --dataset fashion-mnist --max-samples 10000
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from flwr.simulation import run_simulation
 from quickstart_app.client_app import app as client
 from quickstart_app.server_app import app as server
 
-overrides = {"dataset": "fashion-mnist", "max-samples": int(sys.argv[2])}
+overrides = {"dataset": sys.argv[4], "max-samples": int(sys.argv[2])}
 config = get_fused_config_from_dir(Path(sys.argv[1]), overrides)
 server_app = ServerApp()
 
@@ -99,7 +103,7 @@ def _stop_superlinks(home: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def flwr_run(max_samples: int) -> float:
+def flwr_run(dataset: str, max_samples: int) -> float:
     """``flwr run`` on a copy of the app (flwr migrates and packs the folder it runs)."""
     with tempfile.TemporaryDirectory() as tmp:
         app = Path(tmp) / "app"
@@ -112,7 +116,7 @@ def flwr_run(max_samples: int) -> float:
             str(app),
             "--stream",
             "--run-config",
-            f"dataset='fashion-mnist' max-samples={max_samples}",
+            f"dataset='{dataset}' max-samples={max_samples}",
             "--federation-config",
             f"num-supernodes={NODES}",
         ]
@@ -122,13 +126,13 @@ def flwr_run(max_samples: int) -> float:
             _stop_superlinks(home)
 
 
-def run_simulation(max_samples: int) -> float:
+def run_simulation(dataset: str, max_samples: int) -> float:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(APP)])}
-    code = [sys.executable, "-c", RUN_SIMULATION, str(APP), str(max_samples), str(NODES)]
+    code = [sys.executable, "-c", RUN_SIMULATION, str(APP), str(max_samples), str(NODES), dataset]
     return timed(code, env)
 
 
-def fedlearn_simulate(max_samples: int) -> float:
+def fedlearn_simulate(dataset: str, max_samples: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,
@@ -136,7 +140,7 @@ def fedlearn_simulate(max_samples: int) -> float:
             "from fedlearn.cli import simulate; simulate()",
             f"app={APP}",
             f"num_clients={NODES}",
-            "app.config.dataset=fashion-mnist",
+            f"app.config.dataset={dataset}",
             f"app.config.max-samples={max_samples}",
             "progress=false",
             f"hydra.run.dir={tmp}/run",
@@ -147,13 +151,14 @@ def fedlearn_simulate(max_samples: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-samples", type=int, default=10_000, help="of the 60k images")
+    parser.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits")
+    parser.add_argument("--max-samples", type=int, default=0, help="images partitioned (0: all)")
     args = parser.parse_args()
-    n = args.max_samples
+    d, n = args.dataset, args.max_samples
     runs = {
-        "flwr run (local simulation, Ray)": lambda: flwr_run(n),
-        "flwr.simulation.run_simulation (Ray)": lambda: run_simulation(n),
-        "fedlearn-simulate app=... (in-process)": lambda: fedlearn_simulate(n),
+        "flwr run (local simulation, Ray)": lambda: flwr_run(d, n),
+        "flwr.simulation.run_simulation (Ray)": lambda: run_simulation(d, n),
+        "fedlearn-simulate app=... (in-process)": lambda: fedlearn_simulate(d, n),
     }
     medians = {}
     for name, fn in runs.items():
@@ -162,7 +167,7 @@ def main() -> None:
         print(f"{name}: {', '.join(f'{w:.1f}' for w in walls)} s", file=sys.stderr)
     base = medians["flwr run (local simulation, Ray)"]
     print(
-        f"Flower app, {NODES} nodes, 3 rounds, Fashion-MNIST ({n} images), median of"
+        f"Flower app, {NODES} nodes, 3 rounds, {d} ({n or 'all'} images), median of"
         f" {args.repeats} runs, whole process."
     )
     print("| run | wall s | flwr run / this |")
