@@ -82,3 +82,35 @@ def test_iid_with_too_many_clients_names_the_empty_client() -> None:
 def test_local_split_holds_out_the_tail() -> None:
     train, held, from_test = local_split(_data(), np.arange(10), 0.2)
     assert train.tolist() == list(range(8)) and held.tolist() == [8, 9] and not from_test
+
+
+def test_library_partitions_are_the_librarys_own() -> None:
+    import datasets
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    data = _data(300)
+    cfg = {
+        "_target_": "flwr_datasets.partitioner.DirichletPartitioner",
+        "partition_by": "label",
+        "alpha": 0.5,
+        "min_partition_size": 2,
+    }
+    got = partition_indices(data, cfg, 5, seed=3)
+    order = np.random.default_rng(3).permutation(300)
+    part = DirichletPartitioner(5, "label", 0.5, min_partition_size=2, seed=3)
+    part.dataset = datasets.Dataset.from_dict({"label": data.train_y.numpy()[order], "idx": order})
+    want = [sorted(part.load_partition(k)["idx"]) for k in range(5)]
+    assert [g.tolist() for g in got] == want
+
+
+def test_a_config_and_its_run_config_copy_share_one_load_and_partition() -> None:
+    # A client's run config drops None values (fedlearn.app.run_config): the server's
+    # copy of the same config must find the same cached data and partitions.
+    from fedlearn.data import load_dataset
+    from fedlearn.data.partition import client_indices
+
+    server = {"_target_": "fedlearn.data.digits.load", "max_samples": None, "seed": 0}
+    client = {"_target_": "fedlearn.data.digits.load", "seed": 0}
+    assert load_dataset(server) is load_dataset(client)
+    iid = {"_target_": "flwr_datasets.partitioner.IidPartitioner"}
+    assert client_indices(server, iid, 4, 0) is client_indices(client, iid, 4, 0)
