@@ -124,9 +124,7 @@ def _component(ref: str, kind: type, setting: str, folder: Path | None) -> Any:
     except Exception as err:  # noqa: BLE001 - whatever the module raises on import
         raise ConfigError(f"{setting}={ref} does not import ({_first_line(err)})") from None
     if not isinstance(obj, kind):
-        raise ConfigError(
-            f"{setting}={ref} is a {type(obj).__name__}, not a flwr {kind.__name__}"
-        )
+        raise ConfigError(f"{setting}={ref} is a {type(obj).__name__}, not a flwr {kind.__name__}")
     return obj
 
 
