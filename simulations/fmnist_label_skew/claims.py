@@ -1,12 +1,16 @@
-"""The literature claims of study 1, tested on a finished sweep's run folders.
+"""The literature claims of a study, tested on a finished sweep's run folders.
 
 Each strategy against FedAvg in the same block, paired by seed on the final test
 accuracy as the report pairs runs (fedlearn.compare.analysis.compare_paired: mean
 difference, 95% t interval, paired t-test), Holm-corrected over the comparisons of
-a block. FedAvgM's rows at the two skews test Hsu et al. 2019 (its gain should
-grow with the skew).
+a block. In study 1, FedAvgM's rows at the two skews test Hsu et al. 2019 (its
+gain should grow with the skew).
+
+The folder is one sweep (``fedlearn-compare``'s ``hydra.sweep.dir``, holding
+``runs/``), or study 1's pair of sweeps (``momentum/`` with FedAvg, ``plain_sgd/``):
 
     python simulations/fmnist_label_skew/claims.py simulations/fmnist_label_skew/results_pilot
+    python simulations/fmnist_label_skew/claims.py simulations/shakespeare_server_opt/results_pilot
 """
 
 from __future__ import annotations
@@ -49,12 +53,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", type=Path, help="folder holding momentum/ and plain_sgd/")
     root = parser.parse_args().sweeps
-    print("| block | clients | strategy | vs FedAvg [95% CI] | paired t p | Holm p |")
+    sweeps = [root] if (root / "runs").is_dir() else [root / "momentum", root / "plain_sgd"]
+    print("| block | sweep | strategy | vs FedAvg [95% CI] | paired t p | Holm p |")
     print("|---|---|---|---|---|---|")
-    base_root = root / "momentum" / "runs"
-    for sweep in ("momentum", "plain_sgd"):
-        for block in sorted((root / sweep / "runs").iterdir()):
-            for row in block_table(block, base_root / block.name):
+    for sweep in sweeps:
+        for block in sorted((sweep / "runs").iterdir()):
+            for row in block_table(block, sweeps[0] / "runs" / block.name):
                 print(row)
 
 
