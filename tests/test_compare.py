@@ -237,3 +237,18 @@ def test_references_paired_and_intervals_within_zero_one(tmp_path: Path) -> None
     assert "Centralized baseline (all training data on one client, the same model, 16 " in md
     assert "the federated runs took 8 on average" in md
     assert "-0.0220 [" in md  # the IID column of FedAvg
+
+
+def test_accuracy_bands_span_the_seeds_and_stay_within_zero_one(tmp_path: Path) -> None:
+    from fedlearn.compare.plots import curve
+
+    root = tmp_path / "sweep"
+    # Near chance at round 1: mean 0.1, std 0.17, so a mean +- std band would dip below 0.
+    for seed, accs in enumerate([[0.1, 0.0, 0.5], [0.1, 0.0, 0.6], [0.1, 0.3, 0.9]]):
+        write_run(root / f"{seed}_fedavg", "FedAvg", seed, accs)
+    (group,) = build_report(root, show=False)
+    xs, mean, low, high = curve(group, "round")
+    assert xs == [0, 1, 2]
+    assert mean == pytest.approx([0.1, 0.1, 2 / 3])
+    assert low == pytest.approx([0.1, 0.0, 0.5]) and high == pytest.approx([0.1, 0.3, 0.9])
+    assert (root / "accuracy_vs_round.png").stat().st_size > 0

@@ -61,7 +61,7 @@ def test_untuned_two_strategies_two_seeds_with_references(
 ) -> None:
     root = tmp_path / "sweep"
     args = ["strategy=fedavg,scaffold", "seed=0,1", "partitioner=dirichlet", *SMALL]
-    _compare(monkeypatch, root, [*args, "partitioner.alpha=1.0"])
+    _compare(monkeypatch, root, [*args, "partitioner.alpha=1.0", "compare.target=0.05"])
     rows = {r["group"]: r for r in _rows(root / "summary.csv")}
     assert set(rows) == {"FedAvg", "Scaffold", "centralized"}
     assert all(r["completed"] == "2" for r in rows.values())
@@ -82,6 +82,11 @@ def test_untuned_two_strategies_two_seeds_with_references(
     md = (root / "report.md").read_text()
     assert "**Hyperparameters: untuned**" in md and "paired by seed" in md
     assert "Centralized baseline (all training data on one client, the same model, 24 " in md
+    # Rebuilt with no --target: the sweep's own target (plan.json), the same report.
+    assert "Target accuracy: 0.05 (set)." in md
+    (root / "report.md").unlink()
+    cli.main(["report", str(root)])
+    assert (root / "report.md").read_text() == md
     # Rebuild from the run folders alone, with a target every run reaches (round 0 counts).
     (root / "report.md").unlink()
     cli.main(["report", str(root), "--target", "0.0"])
@@ -152,6 +157,12 @@ def test_tuned_compare_end_to_end(tuned: Path) -> None:
     trials = _rows(tuned / "trials.csv")
     studies = sorted({t["strategy"] for t in trials})
     assert studies == ["centralized", "fedadam", "fedavg"] and len(trials) == 6
+    # Trial k tries the same client lr in every study, whatever else it tunes.
+    lrs = {
+        s: [json.loads(t["values"])["client.lr"] for t in trials if t["strategy"] == s]
+        for s in studies
+    }
+    assert lrs["fedavg"] == lrs["fedadam"] == lrs["centralized"]
     chosen = {}
     for strategy in studies:
         mine = [t for t in trials if t["strategy"] == strategy]
@@ -173,6 +184,7 @@ def test_tuned_compare_end_to_end(tuned: Path) -> None:
     assert trial["seed"] == 1000  # trials run on the tuning seed, not an evaluation seed
     md = (tuned / "report.md").read_text()
     assert "**Hyperparameters: tuned** with an equal budget: 2 trials per strategy" in md
+    assert "random draws shared across strategies" in md
     assert "## Tuning" in md and (tuned / "tuning_scores.png").stat().st_size > 0
     assert "strategy.eta=" in md and "(chosen)" in md
 

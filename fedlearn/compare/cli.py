@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fedlearn.compare import build_report
 from fedlearn.compare.plan import OPTIONS, load_plan, target_value
@@ -32,7 +33,11 @@ def report_main(argv: list[str]) -> None:
         prog="fedlearn-compare report", description="Rebuild a comparison from run folders."
     )
     parser.add_argument("folder", help="a sweep folder (or any folder holding run folders)")
-    parser.add_argument("--target", default=None, help="accuracy to reach (default: auto)")
+    parser.add_argument(
+        "--target",
+        default=None,
+        help="accuracy to reach (default: the sweep's compare.target from plan.json, else auto)",
+    )
     parser.add_argument(
         "--ignore",
         default="",
@@ -41,7 +46,10 @@ def report_main(argv: list[str]) -> None:
     )
     args = parser.parse_args(argv)
     ignore = tuple(k.strip() for k in args.ignore.split(",") if k.strip())
-    if build_report(args.folder, target_value(args.target), ignore=ignore) is None:
+    target = target_value(args.target)
+    if args.target is None:  # the report the sweep wrote, rebuilt
+        target = ((load_plan(Path(args.folder)) or {}).get("options") or {}).get("target")
+    if build_report(args.folder, target, ignore=ignore) is None:
         sys.exit(1)
 
 

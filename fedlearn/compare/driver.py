@@ -30,6 +30,10 @@ from fedlearn.compare.sweep import SCORE_LAST, multirun, quoted
 from fedlearn.compare.tuning import choose, override, trials
 from fedlearn.loggers.tracker import SWEEP_ENV
 
+SHARED_SAMPLERS = {  # compare.sampler -> the sampler with draws shared across strategies
+    "tpe": "fedlearn.compare.samplers.SharedTPESampler",
+    "random": "fedlearn.compare.samplers.SharedRandomSampler",
+}
 CENTRAL_SETTINGS = [
     "strategy=fedavg",
     "partitioner=iid",
@@ -140,6 +144,9 @@ class Driver:
         say(f"tuning {name} [{block.slug}]: {self.opts.tune} trials")
         sampler = [f"hydra/sweeper/sampler={self.opts.sampler}"]
         if self.opts.sampler != "grid":
+            # Draws shared across strategies: trial k tries the same client lr in each.
+            shared = SHARED_SAMPLERS[self.opts.sampler]
+            sampler.append(f"hydra.sweeper.sampler._target_={shared}")
             sampler.append(f"hydra.sweeper.sampler.seed={self.opts.tune_seed}")
         hydra_args = [
             *self.hydra_args(),

@@ -46,6 +46,10 @@ class Options:
     sampler: str = "tpe"
     jobs: int = 1
     search: str | None = None
+    # Not a compare.* option: how trials draw their values (fedlearn.compare.samplers).
+    # "shared": each value from its own stream, the same across strategies; a plan.json
+    # without it was tuned from one stream per study.
+    draws: str = "shared"
 
 
 def _int(key: str, value: str, low: int) -> int:
@@ -138,6 +142,13 @@ class Sweep:
                 f"hydra.sweep.dir={self.root} holds another comparison (its {PLAN} has other"
                 " settings or blocks); give another folder"
             )
+        if old and old["options"].get("tune") and self.tuned:
+            if old["options"].get("draws", "one stream") != self.options.draws:
+                raise ValueError(
+                    f"hydra.sweep.dir={self.root} was tuned by an earlier fedlearn whose"
+                    " trials drew their values from one stream per study; its trials would"
+                    " not be redrawn alike: give another folder"
+                )
         plan = asdict(self)
         plan["root"] = str(self.root)
         plan["spaces"] = spaces

@@ -22,9 +22,11 @@ def _pyplot():  # noqa: ANN202 - matplotlib's module
     return plt
 
 
-def curve(g: Group, x_of: str) -> tuple[list[float], list[float], list[float]]:
-    """Per round: x (round or mean cumulative MB), mean test accuracy and its std."""
-    xs, mean, std = [], [], []
+def curve(g: Group, x_of: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per round: x (round or mean cumulative MB), and the mean, lowest and highest test
+    accuracy over the group's seeds. The band is the seeds' own range: with a few seeds
+    a mean +- std band claims more than they show, and leaves [0, 1] near chance."""
+    xs, mean, low, high = [], [], [], []
     for r in sorted({r for f in g.figures for r in f.rounds}):
         pts = [
             (f.accuracy[i], f.cum_bytes[i])
@@ -33,13 +35,11 @@ def curve(g: Group, x_of: str) -> tuple[list[float], list[float], list[float]]:
             if fr == r
         ]
         acc = [p[0] for p in pts]
-        m = sum(acc) / len(acc)
-        mean.append(m)
-        std.append(
-            math.sqrt(sum((a - m) ** 2 for a in acc) / (len(acc) - 1)) if len(acc) > 1 else 0.0
-        )
+        mean.append(sum(acc) / len(acc))
+        low.append(min(acc))
+        high.append(max(acc))
         xs.append(r if x_of == "round" else sum(p[1] for p in pts) / len(pts) / 1e6)
-    return xs, mean, std
+    return xs, mean, low, high
 
 
 def _grid(n: int):  # noqa: ANN202 - a figure and its axes
@@ -69,14 +69,12 @@ def bands(groups: list[Group], centrals: list[Central], x_of: str, path: Path) -
     fig, axes = _grid(len(names))
     for ax, block in zip(axes.flat, names, strict=False):
         for g in (g for g in groups if g.block == block and g.figures):
-            xs, mean, std = curve(g, x_of)
+            xs, mean, low, high = curve(g, x_of)
             (line,) = ax.plot(xs, mean, label=f"{g.name} (n={len(g.figures)})")
-            low = [m - s for m, s in zip(mean, std, strict=True)]
-            high = [m + s for m, s in zip(mean, std, strict=True)]
             ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)
         central = next((c.group for c in centrals if c.block == block), None)
         if x_of == "round" and central is not None and central.figures:
-            xs, mean, _ = curve(central, "round")
+            xs, mean, _, _ = curve(central, "round")
             ax.plot(xs, mean, "k--", label=f"centralized (n={len(central.figures)})")
         if x_of == "round":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -87,7 +85,8 @@ def bands(groups: list[Group], centrals: list[Central], x_of: str, path: Path) -
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no completed runs", ha="center", transform=ax.transAxes)
-    _finish(fig, axes, len(names), "test accuracy", "mean over seeds; band: ± 1 std", path)
+    title = "mean over seeds; band: lowest to highest seed"
+    _finish(fig, axes, len(names), "test accuracy", title, path)
 
 
 def tuning(studies: list[Study], block_of: dict[str, str], path: Path) -> None:

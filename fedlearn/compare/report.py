@@ -53,6 +53,14 @@ def _how_tuned(plan: dict[str, Any] | None, studies: list[Study]) -> list[str]:
         "random": f"Optuna's random sampler, seed {opts.get('tune_seed')}",
         "grid": "Optuna's grid sampler over each space's grid",
     }[sampler]
+    if sampler != "grid":
+        how += (
+            "; random draws shared across strategies (trial k tries the same value of a"
+            " setting wherever its range is the same)"
+            if opts.get("draws") == "shared"
+            else "; random draws from one stream per strategy, so strategies that tune"
+            " different numbers of settings tried different client learning rates"
+        )
     n_trials = sum(len(s.trials) for s in studies)
     rounds = opts.get("tune_rounds")
     length = f"{rounds} rounds" if rounds else "as long as an evaluation run"
