@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -51,6 +54,45 @@ def test_context_persists_content_is_copied_errors_become_replies(workers: int) 
         assert int(grid.client_states()[str(FIRST_NODE_ID)]["count"]["n"]) == 2
     finally:
         grid.close()
+
+
+def _stuck_app() -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:  # noqa: ARG001
+        time.sleep(120)  # a client that would hold a waiting shutdown for minutes
+        return Message(RecordDict(), reply_to=msg)
+
+    return app
+
+
+def test_close_without_waiting_stops_workers_mid_client_at_once() -> None:
+    # An interrupted run must not wait for (or hang on) what its workers are doing.
+    nodes = [{"partition-id": i, "num-partitions": 2} for i in range(2)]
+    grid = InProcessGrid(_stuck_app(), nodes, {"seed": 0}, workers=2)
+    raised: list[BaseException] = []
+
+    def run_round() -> None:
+        try:
+            grid.send_and_receive(_messages(grid))
+        except BaseException as exc:  # noqa: BLE001 - what the round ended with, checked below
+            raised.append(exc)
+
+    round_ = threading.Thread(target=run_round, daemon=True)
+    round_.start()
+    deadline = time.monotonic() + 30
+    while not (grid._pool and len(grid._pool._processes) == 2):
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    workers = list(grid._pool._processes.values())
+    time.sleep(0.5)  # both are inside their client now
+    t0 = time.monotonic()
+    grid.close(wait=False)
+    assert time.monotonic() - t0 < 10
+    assert not any(w.is_alive() for w in workers)
+    round_.join(timeout=10)  # the round ends too (its pool is broken), instead of waiting
+    assert not round_.is_alive() and isinstance(raised[0], BrokenProcessPool)
 
 
 def test_workers_must_be_positive() -> None:

@@ -326,11 +326,26 @@ class InProcessGrid(Grid):
             )
         return self._pool
 
-    def close(self) -> None:
-        """Stop the worker processes."""
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker processes: after the clients they are running (``wait``), or
+        at once (a run that was interrupted or failed: nobody reads what they are doing).
+
+        Waiting there could hang the process: a worker that finishes its client after
+        the pool stopped reading replies blocks on the full reply pipe, and the
+        interpreter joins every worker at exit. Workers ignore SIGINT and SIGTERM (the
+        parent stops them), so they are killed."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if wait:
+            pool.shutdown(cancel_futures=True)
+            return
+        workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            proc.kill()
+        for proc in workers:
+            proc.join(timeout=10)
 
     # -- ClientStateStore (fedlearn.runtime.base) --------------------------------
     def client_states(self) -> dict[str, RecordDict]:
@@ -403,6 +418,9 @@ class InProcessRuntime(Runtime):
         torch.set_num_threads(self.threads)
         try:
             server_app(grid, server_context(run_config, grid.run.run_id))
+        except BaseException:  # Ctrl-C, SIGTERM, a ServerApp that raised: stop the workers now
+            grid.close(wait=False)
+            raise
         finally:
             torch.set_num_threads(saved)
             grid.close()
