@@ -207,7 +207,14 @@ def _long_run(run_dir: Path, lines: int, **popen: Any) -> subprocess.Popen:
     """``fedlearn-simulate`` (2 workers, endless rounds) in its own process group, once
     its metrics.jsonl has more than ``lines`` lines."""
     args = [*TINY, "num_rounds=10000", "runtime.workers=2", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen([*SIMULATE, *args], start_new_session=True, **popen)
+    # As from a terminal: a shell starts background jobs (`.ci/run &`) with SIGINT
+    # ignored, and Python (fedlearn too) keeps an ignored SIGINT ignored.
+    proc = subprocess.Popen(
+        [*SIMULATE, *args],
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **popen,
+    )
     metrics = run_dir / records.METRICS
     deadline = time.monotonic() + 60
     while not (metrics.exists() and len(metrics.read_text().splitlines()) > lines):

@@ -328,12 +328,10 @@ class InProcessGrid(Grid):
 
     def close(self, wait: bool = True) -> None:
         """Stop the worker processes: after the clients they are running (``wait``), or
-        at once (a run that was interrupted or failed: nobody reads what they are doing).
-
-        Waiting there could hang the process: a worker that finishes its client after
-        the pool stopped reading replies blocks on the full reply pipe, and the
-        interpreter joins every worker at exit. Workers ignore SIGINT and SIGTERM (the
-        parent stops them), so they are killed."""
+        at once (a run that was interrupted or failed: nobody reads what they are doing,
+        and Ctrl-C should not wait for a long client to finish). Workers ignore SIGINT
+        and SIGTERM (the parent stops them), so they are killed; they hold nothing that
+        outlives the round, which a resume redoes."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
