@@ -65,12 +65,16 @@ class FederatedData:
     val_ids: np.ndarray | None = None
 
 
-def config_key(cfg: dict[str, Any]) -> str:
-    """A cache key for a plain config dict. None values are left out, as the clients'
-    run config leaves them out (:mod:`fedlearn.app.run_config`: the callee's default
-    applies), so the server's copy of a config and a client's share one key: an
+def without_none(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` less its None values, as the clients' run config leaves them out
+    (:mod:`fedlearn.app.run_config`: the callee's default applies). Cache keys built
+    from it are the same for the server's copy of a config and a client's: an
     in-process run loads its data and partitions it once, not twice."""
-    return json.dumps({k: v for k, v in cfg.items() if v is not None}, sort_keys=True, default=str)
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
+def _key(cfg: dict[str, Any]) -> str:
+    return json.dumps(without_none(cfg), sort_keys=True, default=str)
 
 
 @lru_cache(maxsize=4)
@@ -97,4 +101,4 @@ def load_dataset(cfg: dict[str, Any]) -> FederatedData:
         When the loader is not on this process's allow-list (:mod:`fedlearn.targets`)
         or a setting is not a plain scalar; nothing is imported or called then.
     """
-    return _load_cached(config_key(cfg))
+    return _load_cached(_key(cfg))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.data import FederatedData, config_key, load_dataset
+from fedlearn.data import FederatedData, load_dataset, without_none
 from fedlearn.targets import call, locate
 
 LABEL = "label"
@@ -158,12 +158,13 @@ def client_indices(
     """All clients' train indices, computed once per process and config."""
     key = json.dumps(
         {
-            "dataset": json.loads(config_key(dataset)),
-            "partitioner": json.loads(config_key(partitioner)),
+            "dataset": without_none(dataset),
+            "partitioner": without_none(partitioner),
             "num_clients": num_clients,
             "seed": seed,
         },
         sort_keys=True,
+        default=str,
     )
     return _cached(key)
 

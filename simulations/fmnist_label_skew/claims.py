@@ -51,7 +51,11 @@ def block_table(runs: Path, base_runs: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweeps", type=Path, help="folder holding momentum/ and plain_sgd/")
+    parser.add_argument(
+        "sweeps",
+        type=Path,
+        help="a sweep folder (holding runs/), or one holding momentum/ and plain_sgd/",
+    )
     root = parser.parse_args().sweeps
     sweeps = [root] if (root / "runs").is_dir() else [root / "momentum", root / "plain_sgd"]
     print("| block | sweep | strategy | vs FedAvg [95% CI] | paired t p | Holm p |")
